@@ -1,0 +1,1 @@
+"""Vitrine: machine-learning services for collections (import name for the services/ folder)."""

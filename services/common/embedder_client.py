@@ -1,0 +1,108 @@
+"""Client of the embedder service, shared by search, tagger and the offline jobs.
+
+It splits large inputs into requests the embedder accepts, retries while the embedder is
+unavailable (with back-off, within the caller's time budget) and returns numpy arrays.
+Failures surface as `ServiceError(UNAVAILABLE)` so callers can degrade or report them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from vitrine.common.errors import ServiceError, unavailable
+from vitrine.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
+
+log = logging.getLogger("vitrine.embedder_client")
+
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+class EmbedderClient:
+    def __init__(
+        self,
+        address: str,
+        timeout_s: float = 60.0,
+        retries: int = 3,
+        chunk_size: int = 64,
+        max_message_mb: int = 32,
+    ) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.chunk_size = chunk_size
+        max_bytes = max_message_mb * 1024 * 1024
+        self._channel = grpc.aio.insecure_channel(
+            address,
+            options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes)],
+        )
+        self._stub = embedder_pb2_grpc.EmbedderServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def is_serving(self) -> bool:
+        try:
+            answer = await self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def wait_until_serving(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not await self.is_serving():
+            if loop.time() > deadline:
+                raise unavailable(f"embedder at {self.address} did not become SERVING within {timeout_s:.0f} s")
+            await asyncio.sleep(0.5)
+
+    async def _call(self, method: str, request: object) -> object:
+        rpc = getattr(self._stub, method)
+        delay = 0.2
+        for attempt in range(self.retries + 1):
+            try:
+                return await rpc(request, timeout=self.timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _RETRYABLE or attempt == self.retries:
+                    if exc.code() in _RETRYABLE or exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        raise unavailable(
+                            f"embedder at {self.address} unavailable ({exc.code().name}: {exc.details()}); retry later"
+                        ) from exc
+                    raise ServiceError(exc.code(), f"embedder: {exc.details()}") from exc
+                log.warning(
+                    "embedder call failed, retrying",
+                    extra={"method": method, "code": exc.code().name, "attempt": attempt + 1},
+                )
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def list_models(self) -> embedder_pb2.ListModelsResponse:
+        return await self._call("ListModels", embedder_pb2.ListModelsRequest())  # type: ignore[return-value]
+
+    async def embed_texts(self, model: str, texts: Sequence[str]) -> np.ndarray:
+        chunks = [texts[i : i + self.chunk_size] for i in range(0, len(texts), self.chunk_size)]
+        answers = await asyncio.gather(
+            *(self._call("EmbedTexts", embedder_pb2.EmbedTextsRequest(model=model, texts=list(c))) for c in chunks)
+        )
+        return _stack(answers)
+
+    async def embed_images(self, model: str, images: Sequence[common_pb2.Image]) -> np.ndarray:
+        chunks = [images[i : i + self.chunk_size] for i in range(0, len(images), self.chunk_size)]
+        answers = await asyncio.gather(
+            *(self._call("EmbedImages", embedder_pb2.EmbedImagesRequest(model=model, images=list(c))) for c in chunks)
+        )
+        return _stack(answers)
+
+
+def _stack(answers: Sequence[object]) -> np.ndarray:
+    rows = [np.asarray(v.values, dtype=np.float32) for a in answers for v in a.vectors]  # type: ignore[attr-defined]
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack(rows)

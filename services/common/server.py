@@ -1,0 +1,110 @@
+"""One bootstrap for every Vitrine gRPC server.
+
+`run_server` starts a grpc.aio server with: the service's servicers, grpc.health.v1 (NOT_SERVING
+until `startup` has finished, e.g. models loaded), server reflection (for grpcurl), the metrics
+and error-mapping interceptor, message-size and concurrency limits, a Prometheus /metrics HTTP
+endpoint, and graceful shutdown on SIGTERM/SIGINT (stop accepting, drain in-flight calls for
+`grace_seconds`, then run `shutdown`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from vitrine.common.logs import configure_logging
+from vitrine.common.metrics import READY, ObservabilityInterceptor
+from vitrine.common.settings import ServerSettings
+
+log = logging.getLogger("vitrine.server")
+
+# Adds the service's servicers to the server; returns the full names of the services it added
+# (e.g. ["vitrine.v1.EmbedderService"]) for health checking and reflection.
+Register = Callable[[grpc.aio.Server], list[str]]
+Hook = Callable[[], Awaitable[None]]
+
+
+def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    max_bytes = settings.max_message_mb * 1024 * 1024
+    return [
+        ("grpc.max_receive_message_length", max_bytes),
+        ("grpc.max_send_message_length", max_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def run_server(
+    service: str,
+    settings: ServerSettings,
+    register: Register,
+    startup: Hook | None = None,
+    shutdown: Hook | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT. `startup` runs after the port is open (health NOT_SERVING
+    meanwhile); a failing startup stops the process with the error logged."""
+    configure_logging(service, settings.log_level, settings.log_format)
+    log.info("starting", extra={"settings": str(dataclasses.asdict(settings))})
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host)
+    READY.labels(service).set(0)
+
+    server = grpc.aio.server(
+        interceptors=[ObservabilityInterceptor()],
+        options=grpc_options(settings),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    names = register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+
+    async def set_status(status: int) -> None:
+        for name in ["", *names]:
+            await health_servicer.set(name, status)
+
+    await set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+    address = f"{settings.host}:{settings.port}"
+    if server.add_insecure_port(address) == 0:
+        raise SystemExit(f"cannot bind gRPC port {address}")
+    await server.start()
+    log.info("listening", extra={"address": address, "metrics_port": settings.metrics_port})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    startup_task = asyncio.create_task(startup()) if startup else None
+    try:
+        if startup_task is not None:
+            done, _ = await asyncio.wait(
+                {startup_task, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if startup_task in done:
+                startup_task.result()  # raises if start-up failed
+        if not stop.is_set():
+            await set_status(health_pb2.HealthCheckResponse.SERVING)
+            READY.labels(service).set(1)
+            log.info("serving", extra={"address": address})
+            await stop.wait()
+    finally:
+        log.info("draining", extra={"grace_seconds": settings.grace_seconds})
+        READY.labels(service).set(0)
+        if startup_task is not None and not startup_task.done():
+            startup_task.cancel()
+            with contextlib.suppress(BaseException):
+                await startup_task
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(settings.grace_seconds)
+        if shutdown is not None:
+            await shutdown()
+        log.info("stopped")
