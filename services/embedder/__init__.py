@@ -1,0 +1,1 @@
+"""The embedder service: the only Vitrine process that loads neural models."""

@@ -1,0 +1,1 @@
+"""Model families the embedder can load, one module each, behind `base.EmbeddingModel`."""

@@ -1,0 +1,67 @@
+"""CLIP through open_clip: text and images in one space (text-to-image search).
+
+Loaded by architecture name plus either an open_clip pretrained tag (weights from the model hub
+cache) or a local checkpoint file, which is what a cluster mounts. With neither, the weights are
+random: such a model is marked `test_model` and exists only so the loading path can be tested
+with a tiny architecture (see `clip_config`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vitrine.embedder.models.base import IMAGE, TEXT, EmbeddingModel, Placement, normalise
+
+
+class ClipModel(EmbeddingModel):
+    name = "clip"
+    modalities = (TEXT, IMAGE)
+
+    def __init__(self, architecture: str, pretrained: str, placement: Placement, config_path: str = "") -> None:
+        super().__init__(placement)
+        self.architecture = architecture
+        self.pretrained = pretrained
+        self.config_path = config_path
+        self.test_model = not pretrained
+        self.source = f"open_clip:{architecture}" + (f"@{pretrained}" if pretrained else " (random weights)")
+
+    def _load(self) -> None:
+        import open_clip
+
+        if self.config_path:
+            open_clip.add_model_config(Path(self.config_path))
+        looks_like_file = "/" in self.pretrained or self.pretrained.endswith((".pt", ".bin", ".safetensors"))
+        if looks_like_file and not Path(self.pretrained).is_file():
+            raise FileNotFoundError(f"clip: checkpoint file {self.pretrained} does not exist")
+        precision = "fp16" if self.placement.dtype == torch.float16 else "fp32"
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            self.architecture,
+            pretrained=self.pretrained or None,
+            precision=precision,
+            device=self.placement.device,
+        )
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(self.architecture)
+        with torch.inference_mode():
+            probe = self.model.encode_text(self.tokenizer(["probe"]).to(self.placement.device))
+        self.dimension = int(probe.shape[-1])
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        tokens = self.tokenizer(texts).to(self.placement.device)
+        with torch.inference_mode():
+            features = self.model.encode_text(tokens)
+        return normalise(features.float().cpu().numpy())
+
+    def prepare_image(self, image: Image.Image) -> torch.Tensor:
+        return self.preprocess(image)
+
+    def embed_images(self, batch: list[torch.Tensor]) -> np.ndarray:
+        pixels = torch.stack(batch).to(self.placement.device, dtype=self.placement.dtype)
+        with torch.inference_mode():
+            features = self.model.encode_image(pixels)
+        return normalise(features.float().cpu().numpy())

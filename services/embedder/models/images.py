@@ -1,0 +1,99 @@
+"""Decoding images safely: byte and pixel limits, formats, EXIF orientation, colour modes.
+
+Everything a client can send is untrusted: corrupt or truncated files, decompression bombs
+(a few KB that decode to gigapixels), CMYK or 16-bit images, transparency. Each problem becomes
+an INVALID_ARGUMENT that says what to fix. URIs are fetched with size limits and timeouts;
+file paths only under the folders the operator allowed.
+"""
+
+from __future__ import annotations
+
+import io
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vitrine.common.errors import invalid_argument
+
+ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
+
+# Pillow's own bomb check is a warning below 2x its limit; we check pixels ourselves before
+# decoding, so turn its check off rather than have two limits that disagree.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def decode_image(data: bytes, max_bytes: int, max_pixels: int, field: str = "image") -> Image.Image:
+    """Bytes -> an upright RGB image, or INVALID_ARGUMENT."""
+    if not data:
+        raise invalid_argument(f"{field} is empty: send encoded image bytes or a URI")
+    if len(data) > max_bytes:
+        raise invalid_argument(f"{field} is {len(data)} bytes: at most {max_bytes} are accepted")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise invalid_argument(f"{field} is not a recognised image (JPEG, PNG, WebP, GIF, BMP, TIFF)") from exc
+    if image.format not in ALLOWED_FORMATS:
+        raise invalid_argument(f"{field} has unsupported format {image.format}: use JPEG, PNG, WebP, GIF, BMP or TIFF")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise invalid_argument(
+            f"{field} is {width}×{height} = {width * height} pixels: at most {max_pixels} are accepted"
+        )
+    if width < 1 or height < 1:
+        raise invalid_argument(f"{field} has no pixels")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise invalid_argument(f"{field} is corrupt or truncated: {exc}") from exc
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode -> RGB; transparency is composited on white (how a page shows it)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits before converting.
+        return image.point(lambda v: v / 256).convert("L").convert("RGB")
+    return image.convert("RGB")
+
+
+def read_uri(uri: str, roots: list[Path], max_bytes: int, timeout_s: float, field: str = "image.uri") -> bytes:
+    """Fetch an http(s) URL or read a file under one of `roots`, never more than `max_bytes`."""
+    if uri.startswith(("http://", "https://")):
+        return _fetch_http(uri, max_bytes, timeout_s, field)
+    path = Path(uri.removeprefix("file://")).expanduser()
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(root.resolve()) for root in roots):
+        raise invalid_argument(
+            f"{field} {uri!r} is outside the folders this embedder may read "
+            "(VITRINE_EMBEDDER_IMAGE_ROOTS); send the bytes instead"
+        )
+    if not resolved.is_file():
+        raise invalid_argument(f"{field} {uri!r} does not exist")
+    if resolved.stat().st_size > max_bytes:
+        raise invalid_argument(f"{field} {uri!r} is larger than {max_bytes} bytes")
+    return resolved.read_bytes()
+
+
+def _fetch_http(url: str, max_bytes: int, timeout_s: float, field: str) -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": "vitrine-embedder"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            data = response.read(max_bytes + 1)
+    except urllib.error.HTTPError as exc:
+        raise invalid_argument(f"{field} {url!r} answered HTTP {exc.code}") from exc
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise invalid_argument(f"{field} {url!r} could not be fetched: {exc}") from exc
+    if len(data) > max_bytes:
+        raise invalid_argument(f"{field} {url!r} is larger than {max_bytes} bytes")
+    return data

@@ -1,0 +1,36 @@
+"""Settings of the search service (flags, then VITRINE_SEARCH_* environment variables)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vitrine.common.settings import ServerSettings, setting
+
+ENV_PREFIX = "VITRINE_SEARCH_"
+DEFAULT_ADDRESS = "127.0.0.1:50053"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings(ServerSettings):
+    port: int = setting(50053, "gRPC port.")
+    metrics_port: int = setting(9103, "Port of the Prometheus /metrics HTTP endpoint (0 disables it).")
+    embedder_address: str = setting("127.0.0.1:50051", "Address of the embedder service.")
+    embedder_wait_s: float = setting(
+        600.0, "At start-up, how long to wait for the embedder to be SERVING before giving up."
+    )
+    data_dir: str = setting("var/search", "Folder of the embedded vector store (one process per folder).")
+    collection: str = setting("vitrine", "Name of the collection (a sub-folder of data_dir for the embedded store).")
+    qdrant_url: str = setting(
+        "", "URL of a Qdrant server (http://host:6333). Empty: use the embedded engine in data_dir."
+    )
+    qdrant_api_key: str = setting("", "API key of the Qdrant server, if it needs one.")
+    text_model: str = setting("mpnet", "Embedder model for metadata text and text queries.")
+    image_model: str = setting(
+        "", "Embedder model for images. Empty: clip when the embedder has it, else efficientnet-lite0."
+    )
+    max_objects_per_upsert: int = setting(256, "Most objects one UpsertObjects request may carry.")
+    max_image_mb: float = setting(20.0, "Largest image (in MiB) UpsertObjects embeds; larger ones are left out.")
+    max_query_chars: int = setting(1000, "Longest query text accepted, in characters.")
+    default_page_size: int = setting(12, "Hits a page holds when the request does not say.")
+    max_page_size: int = setting(100, "Most hits one page may hold.")
+    max_offset: int = setting(10_000, "Deepest result a page may start at (deep paging costs a full scan).")
