@@ -1,0 +1,78 @@
+# Vitrine: `make run` starts the whole system with the demo collection; `make test` runs the suite.
+# Both install whatever is missing first (virtual environment, pinned dependencies, models,
+# generated stubs, test tools), so a fresh machine needs nothing typed before them.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL_DIR ?= $(HOME)/.cache/vitrine/models
+MPNET := $(MODEL_DIR)/all-mpnet-base-v2/modules.json
+INSTALLED := $(VENV)/.installed
+STUBS := services/v1/.generated
+PROTOS := $(wildcard protos/vitrine/v1/*.proto)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export VITRINE_EMBEDDER_MODEL_DIR ?= $(MODEL_DIR)
+
+.PHONY: help install proto models tools run test test-fast lint format bench lock clean
+
+help:
+	@echo "make run      start embedder, tagger and search with the demo collection (Ctrl-C stops)"
+	@echo "make test     run the whole test suite"
+	@echo "make install  virtual environment with every pinned dependency (requirements.lock)"
+	@echo "make models   assemble the real all-mpnet-base-v2 into $(MODEL_DIR)"
+	@echo "make proto    generate Python stubs from protos/ into services/v1"
+	@echo "make lint     ruff + buf lint"
+	@echo "make bench    benchmarks (JSON results in bench/results)"
+
+install: $(INSTALLED) $(STUBS)
+
+# torch and torchvision come from this machine's local package index (see requirements.lock).
+$(INSTALLED): requirements.lock pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -c "import torch, sentence_transformers, open_clip, grpc, qdrant_edge"
+	@touch $@
+
+proto: $(STUBS)
+$(STUBS): $(PROTOS) scripts/gen_protos.py $(INSTALLED)
+	$(PY) scripts/gen_protos.py
+	@touch $@
+
+models: $(MPNET)
+$(MPNET): | $(INSTALLED)
+	$(PY) scripts/fetch_models.py $(MODEL_DIR)
+
+# Command-line tools the end-to-end tests use: a real Prometheus server and promtool (Debian).
+tools:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null )
+
+run: install models
+	$(PY) -m vitrine.cli run $(ARGS)
+
+test: install models tools
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check services tests scripts bench
+	$(VENV)/bin/ruff format --check services tests scripts bench
+	$(VENV)/bin/buf lint
+
+format: install
+	$(VENV)/bin/ruff format services tests scripts bench
+	$(VENV)/bin/ruff check --fix services tests scripts bench
+
+bench: install models
+	$(PY) -m bench.run
+
+# Re-resolve requirements.in into requirements.lock (every version pinned).
+lock:
+	rm -rf /tmp/vitrine-lock && $(PYTHON) -m venv /tmp/vitrine-lock
+	/tmp/vitrine-lock/bin/pip install -q -r requirements.in
+	/tmp/vitrine-lock/bin/pip freeze > requirements.lock
+
+clean:
+	rm -rf $(VENV) services/v1 var test-output .pytest_cache

@@ -1,0 +1,145 @@
+"""`vitrine`: run the whole system on one machine (`vitrine run`), list every setting.
+
+`vitrine run` starts the embedder, the tagger and the search service (with its embedded Qdrant
+engine) as child processes, waits until each reports SERVING, loads the demo collection through
+the search service's UpsertObjects RPC (objects already stored unchanged are skipped, so a
+second start is fast), prints ready-to-paste grpcurl commands and runs until Ctrl-C, which
+drains and stops all three.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vitrine.launcher import ServiceProcess, start_service
+
+PORTS = {"embedder": (50051, 9101), "tagger": (50052, 9102), "search": (50053, 9103)}
+
+
+def _grpcurl() -> str:
+    local = Path(sys.executable).parent / "grpcurl"
+    return str(local) if local.exists() else (shutil.which("grpcurl") or "grpcurl")
+
+
+def examples(addresses: dict[str, str], demo_id: str = "N05438") -> str:
+    g = _grpcurl()
+    e, t, s = addresses["embedder"], addresses["tagger"], addresses["search"]
+    return f"""
+Vitrine is running. Try (paste into another terminal):
+
+  # what each server offers (server reflection)
+  {g} -plaintext {s} list
+  {g} -plaintext {s} describe vitrine.v1.SearchService
+  # health
+  {g} -plaintext {e} grpc.health.v1.Health/Check
+  # embedder: models, and a text vector
+  {g} -plaintext {e} vitrine.v1.EmbedderService/ListModels
+  {g} -plaintext -d '{{"model": "mpnet", "texts": ["a ship in a storm"]}}' {e} vitrine.v1.EmbedderService/EmbedTexts
+  # search: free text, one object, more like it
+  {g} -plaintext -d '{{"query": "ship in a storm at sea"}}' {s} vitrine.v1.SearchService/Search
+  {g} -plaintext -d '{{"id": "{demo_id}"}}' {s} vitrine.v1.SearchService/GetObject
+  {g} -plaintext -d '{{"id": "{demo_id}"}}' {s} vitrine.v1.SearchService/MoreLikeThis
+  {g} -plaintext {s} vitrine.v1.SearchService/GetCollectionInfo
+  # tagger
+  {g} -plaintext {t} vitrine.v1.TaggerService/GetTaggerInfo
+
+Metrics: http://127.0.0.1:{PORTS["embedder"][1]}/metrics  :{PORTS["tagger"][1]}  :{PORTS["search"][1]}
+Press Ctrl-C to stop.
+"""
+
+
+def run(args: argparse.Namespace) -> int:
+    var = Path(args.data_dir).resolve()
+    log_dir = var / "logs"
+    env = {
+        **os.environ,
+        "VITRINE_SEARCH_DATA_DIR": str(var / "search"),
+        "VITRINE_TAGGER_MODEL_DIR": str(var / "tagger" / "models"),
+    }
+    services: list[ServiceProcess] = []
+    stopping = False
+
+    def stop_all(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop_all)
+    try:
+        for name, (port, metrics_port) in PORTS.items():
+            services.append(start_service(name, log_dir, env, port=port, metrics_port=metrics_port))
+        print(f"starting embedder, tagger, search (logs in {log_dir}) ...", flush=True)
+        for service in services:
+            service.wait_serving(args.ready_timeout)
+            print(f"  {service.name:8s} SERVING on {service.address}", flush=True)
+        addresses = {s.name: s.address for s in services}
+        if not args.no_demo:
+            load = [sys.executable, "-m", "vitrine.search.cli", "load-demo", "--address", addresses["search"]]
+            if args.all:
+                load.append("--all")
+            if subprocess.run(load, env=env).returncode != 0:
+                print("loading the demo collection failed; the services keep running", file=sys.stderr)
+        print(examples(addresses), flush=True)
+        while not stopping:
+            for service in services:
+                if service.process.poll() is not None:
+                    print(
+                        f"{service.name} stopped unexpectedly; last log lines:\n{service.log_tail()}", file=sys.stderr
+                    )
+                    return 1
+            time.sleep(0.5)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("\nstopping (draining in-flight calls) ...", flush=True)
+        for service in services:
+            service.terminate()
+        for service in services:
+            service.stop()
+        print("stopped.", flush=True)
+
+
+def print_settings(_: argparse.Namespace) -> int:
+    from vitrine.common.settings import describe
+    from vitrine.embedder.settings import ENV_PREFIX as EMBEDDER
+    from vitrine.embedder.settings import EmbedderSettings
+    from vitrine.search.settings import ENV_PREFIX as SEARCH
+    from vitrine.search.settings import SearchSettings
+    from vitrine.tagger.settings import ENV_PREFIX as TAGGER
+    from vitrine.tagger.settings import TaggerSettings
+
+    for title, cls, prefix in (
+        ("embedder", EmbedderSettings, EMBEDDER),
+        ("tagger", TaggerSettings, TAGGER),
+        ("search", SearchSettings, SEARCH),
+    ):
+        print(f"\n### {title}\n\n| variable | default | meaning |\n| --- | --- | --- |")
+        for env_var, default, help_text in describe(cls, prefix):
+            print(f"| `{env_var}` | `{default}` | {help_text} |")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="vitrine", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="start the three services with the demo collection")
+    run_parser.add_argument("--all", action="store_true", help="load the whole demo collection, not the default subset")
+    run_parser.add_argument("--no-demo", action="store_true", help="start the services without loading the demo")
+    run_parser.add_argument("--data-dir", default="var", help="where the store, trained models and logs live")
+    run_parser.add_argument("--ready-timeout", type=float, default=600, help="seconds each service may take to start")
+    run_parser.set_defaults(func=run)
+    settings_parser = commands.add_parser("settings", help="print every setting of every service as markdown")
+    settings_parser.set_defaults(func=print_settings)
+    args = parser.parse_args(argv)
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,608 @@
+"""The vector store: one collection of collection objects, each a point with named dense vectors
+(`text`, and `image` when the object has one) and its catalogue fields as payload.
+
+This is the only module that imports a Qdrant library. `VectorStore` is the interface the service
+codes against; `EmbeddedStore` runs the Qdrant engine in-process (qdrant-edge, files in a folder,
+no server to run) and `ServerStore` talks to a Qdrant server (or qdrant-client's local mode in
+tests). Both pass the same contract tests.
+
+Every call is blocking: qdrant_edge holds the GIL for the whole call. From asyncio, go through
+`AsyncStore`, which runs all calls on one dedicated thread (the engine is not meant for concurrent
+writers, and one thread keeps the calls ordered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import uuid
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+VECTOR_NAMES = ("text", "image")
+# Payload fields with an index, and the field holding the museum's own id.
+ID_FIELD = "museum_id"
+KEYWORD_FIELDS = (ID_FIELD, "artist", "classification", "medium", "subjects")
+INTEGER_FIELDS = ("year",)
+BOOL_FIELDS = ("has_image",)
+
+# Point ids must be integers or UUIDs; museum ids are free strings ("T05010", "met-247009"), so
+# each is mapped to a stable UUIDv5 and kept verbatim in the payload.
+_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://vitrine.museum/objects")
+
+T = TypeVar("T")
+
+
+def point_id(museum_id: str) -> uuid.UUID:
+    return uuid.uuid5(_ID_NAMESPACE, museum_id)
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (collection missing, folder in use, bad input)."""
+
+
+class DimensionMismatch(StoreError):
+    """The stored collection was built with vectors of other dimensions than the models give."""
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """Store-neutral filter. Every set field must match (AND); values within a field are ORs."""
+
+    artists: tuple[str, ...] = ()
+    classifications: tuple[str, ...] = ()
+    mediums: tuple[str, ...] = ()
+    # Matched against the object's subjects (curators' tags).
+    tags: tuple[str, ...] = ()
+    year_from: int | None = None
+    year_to: int | None = None
+    has_image: bool | None = None
+
+    def keyword_terms(self) -> list[tuple[str, list[str]]]:
+        terms = [
+            ("artist", self.artists),
+            ("classification", self.classifications),
+            ("medium", self.mediums),
+            ("subjects", self.tags),
+        ]
+        return [(key, list(values)) for key, values in terms if values]
+
+
+@dataclass
+class StoredPoint:
+    """One object as stored: its museum id, vectors by name, payload."""
+
+    id: str
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScoredObject:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class VectorStore(ABC):
+    """One collection of objects with named dense vectors (cosine) and indexed payload."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, collection: str) -> None:
+        self.collection = collection
+        self._dims: dict[str, int] | None = None
+
+    # -- collection ------------------------------------------------------------------------
+
+    @abstractmethod
+    def stored_dimensions(self) -> dict[str, int] | None:
+        """Vector dimensions of the existing collection, or None when there is none yet."""
+
+    @abstractmethod
+    def _create(self, dims: Mapping[str, int]) -> None: ...
+
+    @abstractmethod
+    def _open(self, dims: Mapping[str, int]) -> None: ...
+
+    def ensure_collection(self, dims: Mapping[str, int]) -> None:
+        """Open the collection, creating it with these vector dimensions if it does not exist.
+        Raises `DimensionMismatch` when it exists with other vectors (another model's)."""
+        unknown = set(dims) - set(VECTOR_NAMES)
+        if unknown or "text" not in dims:
+            raise StoreError(f"vectors must include 'text' and be among {VECTOR_NAMES}, got {sorted(dims)}")
+        if self._dims is not None:
+            if self._dims != dict(dims):
+                raise DimensionMismatch(
+                    f"collection {self.collection!r} is open with vectors {self._dims}, not {dict(dims)}"
+                )
+            return
+        stored = self.stored_dimensions()
+        if stored is None:
+            self._create(dims)
+        else:
+            if stored != dict(dims):
+                raise DimensionMismatch(
+                    f"collection {self.collection!r} holds vectors {stored} but the configured models give "
+                    f"{dict(dims)}: the models changed since it was built. Use another collection name "
+                    f"(VITRINE_SEARCH_COLLECTION) or delete the collection to rebuild it."
+                )
+            self._open(dims)
+        self._dims = dict(dims)
+
+    def dimensions(self) -> dict[str, int]:
+        if self._dims is None:
+            raise StoreError("the collection is not open: call ensure_collection first")
+        return dict(self._dims)
+
+    # -- points ----------------------------------------------------------------------------
+
+    def upsert(self, points: Sequence[StoredPoint]) -> None:
+        """Insert or replace points by museum id (all vectors and payload are replaced)."""
+        dims = self.dimensions()
+        seen: set[str] = set()
+        for p in points:
+            if not p.id:
+                raise StoreError("a point has an empty id")
+            if p.id in seen:
+                raise StoreError(f"id {p.id!r} appears twice in one upsert")
+            seen.add(p.id)
+            if not p.vectors:
+                raise StoreError(f"point {p.id!r} has no vector")
+            for name, vector in p.vectors.items():
+                if name not in dims:
+                    raise StoreError(f"point {p.id!r}: unknown vector {name!r} (collection has {sorted(dims)})")
+                if np.shape(vector) != (dims[name],):
+                    raise DimensionMismatch(
+                        f"point {p.id!r}: vector {name!r} has shape {np.shape(vector)}, expected ({dims[name]},)"
+                    )
+        if points:
+            self._upsert(points)
+
+    def get(
+        self, ids: Sequence[str], with_vectors: bool = False, payload_fields: Sequence[str] | None = None
+    ) -> dict[str, StoredPoint]:
+        """The stored points of these museum ids (unknown ids are absent from the answer).
+        `payload_fields` limits the payload to those keys (None: all of it)."""
+        self.dimensions()
+        if not ids:
+            return {}
+        return self._get(list(dict.fromkeys(ids)), with_vectors, payload_fields)
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+        """The stored vectors of these ids, by id then vector name (for more-like-this)."""
+        return {i: p.vectors for i, p in self.get(ids, with_vectors=True, payload_fields=[]).items()}
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete by museum id; returns how many existed. Unknown ids are ignored."""
+        existing = list(self.get(ids, payload_fields=[]))
+        if existing:
+            self._delete(existing)
+        return len(existing)
+
+    def count(self, conditions: Conditions | None = None) -> int:
+        self.dimensions()
+        return self._count(conditions)
+
+    def query(
+        self,
+        vector_name: str,
+        vector: np.ndarray,
+        limit: int,
+        offset: int = 0,
+        conditions: Conditions | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[ScoredObject]:
+        """Nearest objects to `vector` in the named vector space, best first, with payload.
+        Objects without that vector (e.g. no image) are never returned."""
+        dims = self.dimensions()
+        if vector_name not in dims:
+            raise StoreError(f"unknown vector {vector_name!r} (collection has {sorted(dims)})")
+        if np.shape(vector) != (dims[vector_name],):
+            raise DimensionMismatch(
+                f"query vector for {vector_name!r} has shape {np.shape(vector)}, expected ({dims[vector_name]},)"
+            )
+        if limit <= 0:
+            return []
+        return self._query(vector_name, np.asarray(vector, dtype=np.float32), limit, offset, conditions, exclude_ids)
+
+    @abstractmethod
+    def _upsert(self, points: Sequence[StoredPoint]) -> None: ...
+
+    @abstractmethod
+    def _get(
+        self, ids: list[str], with_vectors: bool, payload_fields: Sequence[str] | None
+    ) -> dict[str, StoredPoint]: ...
+
+    @abstractmethod
+    def _delete(self, ids: list[str]) -> None: ...
+
+    @abstractmethod
+    def _count(self, conditions: Conditions | None) -> int: ...
+
+    @abstractmethod
+    def _query(
+        self,
+        vector_name: str,
+        vector: np.ndarray,
+        limit: int,
+        offset: int,
+        conditions: Conditions | None,
+        exclude_ids: Sequence[str],
+    ) -> list[ScoredObject]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def _payload(point: StoredPoint) -> dict[str, Any]:
+    return {**point.payload, ID_FIELD: point.id}
+
+
+def _vectors_as_arrays(raw: Any) -> dict[str, np.ndarray]:
+    if not isinstance(raw, dict):
+        return {}
+    return {name: np.asarray(values, dtype=np.float32) for name, values in raw.items()}
+
+
+def _points(records: Sequence[Any], with_vectors: bool, payload_fields: Sequence[str] | None) -> dict[str, StoredPoint]:
+    """Retrieved records (of either library) as StoredPoints keyed by museum id."""
+    found: dict[str, StoredPoint] = {}
+    for record in records:
+        payload = dict(record.payload or {})
+        museum_id = payload.get(ID_FIELD)
+        if payload_fields is not None and ID_FIELD not in payload_fields:
+            payload.pop(ID_FIELD, None)
+        if museum_id is not None:
+            found[museum_id] = StoredPoint(
+                museum_id, _vectors_as_arrays(record.vector) if with_vectors else {}, payload
+            )
+    return found
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedded engine (qdrant-edge)
+# ----------------------------------------------------------------------------------------------
+
+
+class EmbeddedStore(VectorStore):
+    """Qdrant's engine in-process, one shard in `data_dir/<collection>`, write-ahead log on.
+
+    One process per folder: a second one fails to open it (the engine locks its WAL).
+    The HNSW index is only built by an explicit `optimize()`; until then queries scan the vectors,
+    which is fast enough at demo scale (tens of thousands of objects)."""
+
+    kind = "embedded"
+
+    def __init__(self, data_dir: str | Path, collection: str) -> None:
+        super().__init__(collection)
+        import qdrant_edge  # imported here so ServerStore users need not have it
+
+        self._qe = qdrant_edge
+        self.path = Path(data_dir) / collection
+        self._shard: Any = None
+
+    def _config(self, dims: Mapping[str, int]) -> Any:
+        qe = self._qe
+        vectors = {name: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine) for name, size in dims.items()}
+        return qe.EdgeConfig(vectors=vectors, wal_enabled=True)
+
+    def stored_dimensions(self) -> dict[str, int] | None:
+        config_file = self.path / "edge_config.json"
+        if not config_file.exists():
+            if self.path.exists() and any(self.path.iterdir()):
+                raise StoreError(f"{self.path} exists but holds no vector store: move it away or pick another folder")
+            return None
+        try:
+            vectors = json.loads(config_file.read_text())["vectors"]
+            return {name: int(params["size"]) for name, params in vectors.items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            # The engine's own file; if its layout changes, the engine still checks on load.
+            raise StoreError(f"cannot read the vector configuration in {config_file}: {exc}") from exc
+
+    def _create(self, dims: Mapping[str, int]) -> None:
+        qe = self._qe
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._shard = self._call(lambda: qe.EdgeShard.create(str(self.path), self._config(dims)))
+        self._ensure_indexes()
+
+    def _open(self, dims: Mapping[str, int]) -> None:
+        qe = self._qe
+        # Passing the expected config makes the engine check it against the stored segments too.
+        self._shard = self._call(lambda: qe.EdgeShard.load(str(self.path), self._config(dims)))
+        self._ensure_indexes()
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except Exception as exc:
+            message = str(exc)
+            if "WouldBlock" in message or "lock" in message.lower():
+                raise StoreError(
+                    f"the vector store in {self.path} is in use by another process (one process per folder)"
+                ) from exc
+            if "ncompatible" in message:
+                raise DimensionMismatch(f"collection {self.collection!r} in {self.path}: {message}") from exc
+            raise
+
+    def _ensure_indexes(self) -> None:
+        qe = self._qe
+        existing = set(self._shard.info().payload_schema)
+        schema = (
+            [(f, qe.PayloadSchemaType.Keyword) for f in KEYWORD_FIELDS]
+            + [(f, qe.PayloadSchemaType.Integer) for f in INTEGER_FIELDS]
+            + [(f, qe.PayloadSchemaType.Bool) for f in BOOL_FIELDS]
+        )
+        for name, kind in schema:
+            if name not in existing:
+                self._shard.update(qe.UpdateOperation.create_field_index(name, kind))
+
+    def _filter(self, conditions: Conditions | None, exclude_ids: Sequence[str] = ()) -> Any:
+        qe = self._qe
+        must: list[Any] = []
+        if conditions is not None:
+            for key, values in conditions.keyword_terms():
+                must.append(qe.FieldCondition(key, match=qe.MatchAny(values)))
+            if conditions.year_from is not None or conditions.year_to is not None:
+                must.append(
+                    qe.FieldCondition("year", range=qe.RangeFloat(gte=conditions.year_from, lte=conditions.year_to))
+                )
+            if conditions.has_image is not None:
+                # A Python bool in MatchValue silently matches nothing in qdrant-edge 0.9; numpy's works.
+                must.append(qe.FieldCondition("has_image", match=qe.MatchValue(np.bool_(conditions.has_image))))
+        must_not = [qe.HasIdCondition({point_id(i) for i in exclude_ids})] if exclude_ids else []
+        if not must and not must_not:
+            return None
+        return qe.Filter(must=must or None, must_not=must_not or None)
+
+    def _upsert(self, points: Sequence[StoredPoint]) -> None:
+        qe = self._qe
+        batch = [
+            qe.Point(
+                point_id(p.id), {n: np.asarray(v, dtype=np.float32).tolist() for n, v in p.vectors.items()}, _payload(p)
+            )
+            for p in points
+        ]
+        self._shard.update(qe.UpdateOperation.upsert_points(batch))
+
+    def _get(self, ids: list[str], with_vectors: bool, payload_fields: Sequence[str] | None) -> dict[str, StoredPoint]:
+        qe = self._qe
+        fields = None if payload_fields is None else [ID_FIELD, *payload_fields]
+        with_payload = True if fields is None else qe.PayloadSelector.Include(fields)
+        records = self._shard.retrieve([point_id(i) for i in ids], with_payload, with_vectors)
+        return _points(records, with_vectors, payload_fields)
+
+    def _delete(self, ids: list[str]) -> None:
+        self._shard.update(self._qe.UpdateOperation.delete_points([point_id(i) for i in ids]))
+
+    def _count(self, conditions: Conditions | None) -> int:
+        return int(self._shard.count(self._qe.CountRequest(exact=True, filter=self._filter(conditions))))
+
+    def _query(
+        self,
+        vector_name: str,
+        vector: np.ndarray,
+        limit: int,
+        offset: int,
+        conditions: Conditions | None,
+        exclude_ids: Sequence[str],
+    ) -> list[ScoredObject]:
+        qe = self._qe
+        request = qe.QueryRequest(
+            limit=limit,
+            offset=offset or None,
+            query=qe.Query.Nearest(vector.tolist(), using=vector_name),
+            filter=self._filter(conditions, exclude_ids),
+            with_payload=True,
+            with_vector=False,
+        )
+        hits = self._shard.query(request)
+        return [ScoredObject(h.payload[ID_FIELD], float(h.score), dict(h.payload)) for h in hits if h.payload]
+
+    def optimize(self) -> bool:
+        """Build the HNSW index (slow, blocking): for batch jobs, never in the serving path."""
+        self.dimensions()
+        return bool(self._shard.optimize())
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+            self._shard.close()
+            self._shard = None
+            self._dims = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Qdrant server (qdrant-client)
+# ----------------------------------------------------------------------------------------------
+
+
+class ServerStore(VectorStore):
+    """A collection on a Qdrant server at `location` (http(s) URL), or in qdrant-client's local
+    mode (`location=":memory:"`, or a folder given as `path`), which tests use to run the same
+    contract as the embedded store."""
+
+    kind = "server"
+
+    def __init__(
+        self, location: str, collection: str, api_key: str = "", timeout_s: int = 30, path: str | None = None
+    ) -> None:
+        super().__init__(collection)
+        from qdrant_client import QdrantClient, models
+
+        self._models = models
+        if path is not None:
+            self._client = QdrantClient(path=path)
+        else:
+            self._client = QdrantClient(location=location, api_key=api_key or None, timeout=timeout_s)
+
+    def stored_dimensions(self) -> dict[str, int] | None:
+        if not self._client.collection_exists(self.collection):
+            return None
+        vectors = self._client.get_collection(self.collection).config.params.vectors
+        if not isinstance(vectors, dict):
+            raise StoreError(f"collection {self.collection!r} has an unnamed vector: it was not made by Vitrine")
+        return {name: int(params.size) for name, params in vectors.items()}
+
+    def _create(self, dims: Mapping[str, int]) -> None:
+        m = self._models
+        self._client.create_collection(
+            self.collection,
+            vectors_config={name: m.VectorParams(size=size, distance=m.Distance.COSINE) for name, size in dims.items()},
+        )
+        self._ensure_indexes()
+
+    def _open(self, dims: Mapping[str, int]) -> None:
+        self._ensure_indexes()
+
+    def _ensure_indexes(self) -> None:
+        m = self._models
+        existing = set(self._client.get_collection(self.collection).payload_schema or {})
+        schema = (
+            [(f, m.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
+            + [(f, m.PayloadSchemaType.INTEGER) for f in INTEGER_FIELDS]
+            + [(f, m.PayloadSchemaType.BOOL) for f in BOOL_FIELDS]
+        )
+        with warnings.catch_warnings():
+            # Local mode warns that payload indexes have no effect there; a server builds them.
+            warnings.simplefilter("ignore", UserWarning)
+            for name, kind in schema:
+                if name not in existing:
+                    self._client.create_payload_index(self.collection, name, kind, wait=True)
+
+    def _filter(self, conditions: Conditions | None, exclude_ids: Sequence[str] = ()) -> Any:
+        m = self._models
+        must: list[Any] = []
+        if conditions is not None:
+            for key, values in conditions.keyword_terms():
+                must.append(m.FieldCondition(key=key, match=m.MatchAny(any=values)))
+            if conditions.year_from is not None or conditions.year_to is not None:
+                must.append(
+                    m.FieldCondition(key="year", range=m.Range(gte=conditions.year_from, lte=conditions.year_to))
+                )
+            if conditions.has_image is not None:
+                must.append(m.FieldCondition(key="has_image", match=m.MatchValue(value=bool(conditions.has_image))))
+        must_not: list[Any] = [m.HasIdCondition(has_id=[str(point_id(i)) for i in exclude_ids])] if exclude_ids else []
+        if not must and not must_not:
+            return None
+        return m.Filter(must=must or None, must_not=must_not or None)
+
+    def _upsert(self, points: Sequence[StoredPoint]) -> None:
+        m = self._models
+        structs = [
+            m.PointStruct(
+                id=str(point_id(p.id)),
+                vector={n: np.asarray(v, dtype=np.float32).tolist() for n, v in p.vectors.items()},
+                payload=_payload(p),
+            )
+            for p in points
+        ]
+        self._client.upsert(self.collection, points=structs, wait=True)
+
+    def _get(self, ids: list[str], with_vectors: bool, payload_fields: Sequence[str] | None) -> dict[str, StoredPoint]:
+        fields: bool | list[str] = True if payload_fields is None else [ID_FIELD, *payload_fields]
+        records = self._client.retrieve(
+            self.collection, [str(point_id(i)) for i in ids], with_payload=fields, with_vectors=with_vectors
+        )
+        return _points(records, with_vectors, payload_fields)
+
+    def _delete(self, ids: list[str]) -> None:
+        m = self._models
+        self._client.delete(self.collection, m.PointIdsList(points=[str(point_id(i)) for i in ids]), wait=True)
+
+    def _count(self, conditions: Conditions | None) -> int:
+        return int(self._client.count(self.collection, count_filter=self._filter(conditions), exact=True).count)
+
+    def _query(
+        self,
+        vector_name: str,
+        vector: np.ndarray,
+        limit: int,
+        offset: int,
+        conditions: Conditions | None,
+        exclude_ids: Sequence[str],
+    ) -> list[ScoredObject]:
+        answer = self._client.query_points(
+            self.collection,
+            query=vector.tolist(),
+            using=vector_name,
+            query_filter=self._filter(conditions, exclude_ids),
+            limit=limit,
+            offset=offset or None,
+            with_payload=True,
+        )
+        return [ScoredObject(p.payload[ID_FIELD], float(p.score), dict(p.payload)) for p in answer.points if p.payload]
+
+    def close(self) -> None:
+        self._client.close()
+        self._dims = None
+
+
+def open_store(data_dir: str | Path, collection: str, qdrant_url: str = "", qdrant_api_key: str = "") -> VectorStore:
+    """The Qdrant server at `qdrant_url` when given, else the embedded engine in `data_dir`."""
+    if qdrant_url:
+        return ServerStore(qdrant_url, collection, api_key=qdrant_api_key)
+    return EmbeddedStore(data_dir, collection)
+
+
+class AsyncStore:
+    """A store for asyncio code: every call runs on one dedicated thread, in submission order,
+    so the event loop never runs engine calls itself."""
+
+    def __init__(self, store: VectorStore) -> None:
+        self.store = store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-store")
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    @property
+    def kind(self) -> str:
+        return self.store.kind
+
+    def dimensions(self) -> dict[str, int]:
+        return self.store.dimensions()
+
+    async def ensure_collection(self, dims: Mapping[str, int]) -> None:
+        await self._run(self.store.ensure_collection, dims)
+
+    async def upsert(self, points: Sequence[StoredPoint]) -> None:
+        await self._run(self.store.upsert, points)
+
+    async def get(
+        self, ids: Sequence[str], with_vectors: bool = False, payload_fields: Sequence[str] | None = None
+    ) -> dict[str, StoredPoint]:
+        return await self._run(self.store.get, ids, with_vectors, payload_fields)
+
+    async def get_vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+        return await self._run(self.store.get_vectors, ids)
+
+    async def delete(self, ids: Sequence[str]) -> int:
+        return await self._run(self.store.delete, ids)
+
+    async def count(self, conditions: Conditions | None = None) -> int:
+        return await self._run(self.store.count, conditions)
+
+    async def query(
+        self,
+        vector_name: str,
+        vector: np.ndarray,
+        limit: int,
+        offset: int = 0,
+        conditions: Conditions | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[ScoredObject]:
+        return await self._run(self.store.query, vector_name, vector, limit, offset, conditions, exclude_ids)
+
+    async def close(self) -> None:
+        await self._run(self.store.close)
+        self._executor.shutdown(wait=True)

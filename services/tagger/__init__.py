@@ -1,0 +1,1 @@
+"""The tagger service: subject-tag suggestions with explanations, feedback, audit."""

@@ -1,0 +1,27 @@
+"""Every setting of the tagger (flags > VITRINE_TAGGER_* env > defaults)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from vitrine.common.settings import ServerSettings, setting
+
+ENV_PREFIX = "VITRINE_TAGGER_"
+_SHARED_TATE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tate"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaggerSettings(ServerSettings):
+    port: int = setting(50052, "gRPC port.")
+    metrics_port: int = setting(9102, "Port of the Prometheus /metrics HTTP endpoint (0 disables it).")
+    embedder_address: str = setting("127.0.0.1:50051", "host:port of the embedder service.")
+    embedder_timeout_s: float = setting(60.0, "Deadline of each call to the embedder.")
+    wait_for_embedder_s: float = setting(600.0, "How long start-up waits for the embedder to be SERVING.")
+    text_model: str = setting("mpnet", "Embedder model for object and tag texts.")
+    vocabulary: str = setting(
+        str(_SHARED_TATE / "subjects.jsonl.gz"),
+        "Subject vocabulary: JSON lines {subject, paths} (plain or .gz).",
+    )
+    model_dir: str = setting("var/tagger/models", "Folder of trained model versions (one sub-folder each).")
+    max_text_chars: int = setting(20_000, "Largest total text of one object accepted by SuggestTags.")

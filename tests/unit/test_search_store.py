@@ -1,0 +1,270 @@
+"""Contract tests of the vector store, run against both implementations: the embedded engine
+(qdrant-edge) and qdrant-client (local mode standing in for a Qdrant server).
+
+Vectors are synthetic: three well-separated clusters, so the expected neighbours are known."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitrine.search.store import (
+    AsyncStore,
+    Conditions,
+    DimensionMismatch,
+    EmbeddedStore,
+    ServerStore,
+    StoredPoint,
+    StoreError,
+    VectorStore,
+    point_id,
+)
+
+DIMS = {"text": 16, "image": 8}
+CLUSTERS = 3
+PER_CLUSTER = 12
+ARTISTS = ["Turner", "Blake", "Constable"]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def _centres(dim: int, seed: int) -> np.ndarray:
+    return _unit(np.random.default_rng(seed).normal(size=(CLUSTERS, dim)))
+
+
+TEXT_CENTRES = _centres(DIMS["text"], 1)
+IMAGE_CENTRES = _centres(DIMS["image"], 2)
+
+
+def make_points() -> list[StoredPoint]:
+    """36 objects, cluster c by artist ARTISTS[c]; every third object has no image."""
+    rng = np.random.default_rng(0)
+    points = []
+    for c in range(CLUSTERS):
+        for j in range(PER_CLUSTER):
+            n = c * PER_CLUSTER + j
+            vectors = {"text": _unit(TEXT_CENTRES[c] + 0.1 * rng.normal(size=DIMS["text"]))}
+            has_image = n % 3 != 0
+            if has_image:
+                vectors["image"] = _unit(IMAGE_CENTRES[c] + 0.1 * rng.normal(size=DIMS["image"]))
+            payload = {
+                "title": f"Work {n}",
+                "artist": ARTISTS[c],
+                "year": 1800 + n,
+                "medium": "Oil paint on canvas" if n % 2 else "Watercolour on paper",
+                "classification": "painting",
+                "subjects": ["sea", "ship"] if c == 0 else ["tree"],
+                "has_image": has_image,
+            }
+            points.append(StoredPoint(f"T{n:05d}", vectors, payload))
+    return points
+
+
+# A factory gives a fresh store object over the same data each call (to test reopening).
+StoreFactory = Callable[[], VectorStore]
+
+
+@pytest.fixture(params=["embedded", "server"])
+def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    opened: list[VectorStore] = []
+
+    def make() -> VectorStore:
+        for s in opened:
+            s.close()
+        opened.clear()
+        if request.param == "embedded":
+            store: VectorStore = EmbeddedStore(tmp_path / "data", "objects")
+        else:
+            store = ServerStore("", "objects", path=str(tmp_path / "qdrant-local"))
+        opened.append(store)
+        return store
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(factory: StoreFactory) -> VectorStore:
+    s = factory()
+    s.ensure_collection(DIMS)
+    s.upsert(make_points())
+    return s
+
+
+def test_point_ids_are_stable_uuids() -> None:
+    assert point_id("T05010") == point_id("T05010")
+    assert point_id("T05010") != point_id("T05011")
+
+
+def test_get_returns_payload_and_vectors(store: VectorStore) -> None:
+    points = {p.id: p for p in make_points()}
+    got = store.get(["T00001", "T00003", "missing"], with_vectors=True)
+    assert set(got) == {"T00001", "T00003"}
+    one = got["T00001"]
+    assert one.payload["artist"] == "Turner"
+    assert one.payload["subjects"] == ["sea", "ship"]
+    assert one.payload["museum_id"] == "T00001"
+    assert set(one.vectors) == {"text", "image"}
+    np.testing.assert_allclose(one.vectors["text"], points["T00001"].vectors["text"], atol=1e-5)
+    assert set(got["T00003"].vectors) == {"text"}  # no image: no image vector
+
+
+def test_get_limits_payload_fields(store: VectorStore) -> None:
+    got = store.get(["T00001"], payload_fields=["year"])
+    assert got["T00001"].payload == {"year": 1801}
+    assert got["T00001"].vectors == {}
+    assert store.get_vectors(["T00002"])["T00002"].keys() == {"text", "image"}
+
+
+def test_upsert_replaces_by_id(store: VectorStore) -> None:
+    replacement = StoredPoint("T00001", {"text": TEXT_CENTRES[2]}, {"title": "Changed", "has_image": False})
+    store.upsert([replacement])
+    assert store.count() == CLUSTERS * PER_CLUSTER
+    got = store.get(["T00001"], with_vectors=True)["T00001"]
+    assert got.payload["title"] == "Changed"
+    assert "artist" not in got.payload  # the payload is replaced, not merged
+    assert set(got.vectors) == {"text"}  # and so are the vectors
+
+
+def test_count_with_conditions(store: VectorStore) -> None:
+    assert store.count() == 36
+    assert store.count(Conditions(artists=("Blake",))) == 12
+    assert store.count(Conditions(artists=("Blake", "Turner"))) == 24
+    assert store.count(Conditions(has_image=True)) == 24
+    assert store.count(Conditions(has_image=False)) == 12
+    assert store.count(Conditions(year_from=1810, year_to=1819)) == 10
+    assert store.count(Conditions(year_from=1830)) == 6
+    assert store.count(Conditions(tags=("ship", "nothing"))) == 12
+    assert store.count(Conditions(mediums=("Oil paint on canvas",), artists=("Turner",))) == 6
+    assert store.count(Conditions(classifications=("sculpture",))) == 0
+
+
+def test_query_finds_the_cluster(store: VectorStore) -> None:
+    hits = store.query("text", TEXT_CENTRES[1], limit=PER_CLUSTER)
+    assert len(hits) == PER_CLUSTER
+    assert {h.payload["artist"] for h in hits} == {"Blake"}
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert scores[0] > 0.9
+
+
+def test_image_query_skips_objects_without_image(store: VectorStore) -> None:
+    hits = store.query("image", IMAGE_CENTRES[0], limit=100)
+    assert len(hits) == 24
+    assert all(h.payload["has_image"] for h in hits)
+    assert {h.payload["artist"] for h in hits[:8]} == {"Turner"}
+
+
+def test_query_filter_exclusion_and_paging(store: VectorStore) -> None:
+    everything = store.query("text", TEXT_CENTRES[0], limit=100)
+    ids = [h.id for h in everything]
+    assert len(ids) == 36
+    page2 = store.query("text", TEXT_CENTRES[0], limit=5, offset=5)
+    assert [h.id for h in page2] == ids[5:10]
+
+    excluded = store.query("text", TEXT_CENTRES[0], limit=5, exclude_ids=ids[:3])
+    assert [h.id for h in excluded] == ids[3:8]
+
+    filtered = store.query(
+        "text", TEXT_CENTRES[0], limit=100, conditions=Conditions(artists=("Blake",), has_image=True)
+    )
+    assert len(filtered) == 8
+    assert all(h.payload["artist"] == "Blake" and h.payload["has_image"] for h in filtered)
+
+
+def test_delete_is_idempotent(store: VectorStore) -> None:
+    assert store.delete(["T00001", "T00002", "missing"]) == 2
+    assert store.delete(["T00001"]) == 0
+    assert store.count() == 34
+    assert store.get(["T00001"]) == {}
+    assert "T00001" not in [h.id for h in store.query("text", TEXT_CENTRES[0], limit=100)]
+
+
+def test_upsert_rejects_bad_points(store: VectorStore) -> None:
+    with pytest.raises(DimensionMismatch):
+        store.upsert([StoredPoint("X", {"text": np.ones(5)}, {})])
+    with pytest.raises(StoreError, match="unknown vector"):
+        store.upsert([StoredPoint("X", {"sound": np.ones(5)}, {})])
+    with pytest.raises(StoreError, match="twice"):
+        store.upsert([StoredPoint("X", {"text": np.ones(16)}), StoredPoint("X", {"text": np.ones(16)})])
+    with pytest.raises(StoreError, match="no vector"):
+        store.upsert([StoredPoint("X", {}, {})])
+    with pytest.raises(DimensionMismatch):
+        store.query("text", np.ones(3), limit=3)
+
+
+def test_reopen_keeps_data_and_detects_dimension_mismatch(store: VectorStore, factory: StoreFactory) -> None:
+    reopened = factory()
+    assert reopened.stored_dimensions() == DIMS
+    with pytest.raises(DimensionMismatch, match="models changed"):
+        reopened.ensure_collection({"text": 16, "image": 512})
+    reopened.ensure_collection(DIMS)
+    assert reopened.count() == 36
+    assert reopened.count(Conditions(has_image=True)) == 24  # indexes survive too
+
+
+def test_operations_need_an_open_collection(factory: StoreFactory) -> None:
+    store = factory()
+    assert store.stored_dimensions() is None
+    with pytest.raises(StoreError, match="ensure_collection"):
+        store.count()
+    with pytest.raises(StoreError, match="'text'"):
+        store.ensure_collection({"image": 8})
+
+
+async def test_async_store(factory: StoreFactory) -> None:
+    store = AsyncStore(factory())
+    await store.ensure_collection(DIMS)
+    await store.upsert(make_points()[:5])
+    assert await store.count() == 5
+    hits = await store.query("text", TEXT_CENTRES[0], limit=2, exclude_ids=["T00000"])
+    assert "T00000" not in [h.id for h in hits]
+    assert set(await store.get(["T00001"])) == {"T00001"}
+    assert set((await store.get_vectors(["T00001"]))["T00001"]) == {"text", "image"}
+    assert await store.delete(["T00001"]) == 1
+    await store.close()
+
+
+def test_embedded_store_is_one_process_per_folder(tmp_path: Path) -> None:
+    first = EmbeddedStore(tmp_path, "objects")
+    first.ensure_collection(DIMS)
+    second = EmbeddedStore(tmp_path, "objects")
+    with pytest.raises(StoreError, match="in use"):
+        second.ensure_collection(DIMS)
+    first.close()
+
+
+def test_embedded_store_survives_a_killed_process(tmp_path: Path) -> None:
+    """Data written by a process that dies without closing the store is there after a restart
+    (the write-ahead log is replayed)."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_search_store import DIMS, make_points
+        from vitrine.search.store import EmbeddedStore
+        store = EmbeddedStore({str(tmp_path)!r}, "objects")
+        store.ensure_collection(DIMS)
+        store.upsert(make_points())
+        store.delete(["T00000"])
+        os._exit(0)  # no close, no flush
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    store = EmbeddedStore(tmp_path, "objects")
+    store.ensure_collection(DIMS)
+    assert store.count() == 35
+    assert store.get(["T00000"]) == {}
+    assert store.get(["T00035"])["T00035"].payload["artist"] == "Constable"
+    hits = store.query("text", TEXT_CENTRES[2], limit=3)
+    assert {h.payload["artist"] for h in hits} == {"Constable"}
+    store.close()
