@@ -28,7 +28,7 @@ def _grpcurl() -> str:
     return str(local) if local.exists() else (shutil.which("grpcurl") or "grpcurl")
 
 
-def examples(addresses: dict[str, str], demo_id: str = "N05438") -> str:
+def examples(addresses: dict[str, str], demo_id: str = "D00889") -> str:
     g = _grpcurl()
     e, t, s = addresses["embedder"], addresses["tagger"], addresses["search"]
     return f"""

@@ -36,18 +36,31 @@ class EmbedderClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self.chunk_size = chunk_size
-        max_bytes = max_message_mb * 1024 * 1024
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes)],
-        )
-        self._stub = embedder_pb2_grpc.EmbedderServiceStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self.max_bytes = max_message_mb * 1024 * 1024
+        self._channel: grpc.aio.Channel | None = None
+
+    def _open(self) -> grpc.aio.Channel:
+        # Created on first use, not in __init__: a grpc.aio channel belongs to the event loop
+        # that is running when it is made, and clients are often built before asyncio.run().
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(
+                self.address,
+                options=[
+                    ("grpc.max_receive_message_length", self.max_bytes),
+                    ("grpc.max_send_message_length", self.max_bytes),
+                ],
+            )
+            self._stub = embedder_pb2_grpc.EmbedderServiceStub(self._channel)
+            self._health = health_pb2_grpc.HealthStub(self._channel)
+        return self._channel
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
 
     async def is_serving(self) -> bool:
+        self._open()
         try:
             answer = await self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
         except grpc.aio.AioRpcError:
@@ -63,6 +76,7 @@ class EmbedderClient:
             await asyncio.sleep(0.5)
 
     async def _call(self, method: str, request: object) -> object:
+        self._open()
         rpc = getattr(self._stub, method)
         delay = 0.2
         for attempt in range(self.retries + 1):

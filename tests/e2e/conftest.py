@@ -1,0 +1,58 @@
+"""The whole system for end-to-end tests: real embedder (MPNet + EfficientNet-Lite0), tagger and
+search on loopback ports, with a slice of the demo collection loaded through the search CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.servers import ROOT, ServiceProcess, start_service
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+DEMO_OBJECT = "D00889"  # "A Two-Masted Sailing Ship Seen from the Shore", line 391 of tate_dev
+
+
+@dataclass
+class System:
+    embedder: ServiceProcess
+    tagger: ServiceProcess
+    search: ServiceProcess
+
+    @property
+    def services(self) -> list[ServiceProcess]:
+        return [self.embedder, self.tagger, self.search]
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    data_dir: Path = tmp_path_factory.mktemp("system")
+    embedder = start_service("embedder", {"VITRINE_EMBEDDER_MODELS": "mpnet,efficientnet-lite0"})
+    started = [embedder]
+    try:
+        embedder_env = {"VITRINE_TAGGER_EMBEDDER_ADDRESS": embedder.address}
+        tagger = start_service("tagger", embedder_env)
+        started.append(tagger)
+        search = start_service(
+            "search",
+            {"VITRINE_SEARCH_EMBEDDER_ADDRESS": embedder.address, "VITRINE_SEARCH_DATA_DIR": str(data_dir / "search")},
+        )
+        started.append(search)
+        for service in started:
+            service.wait_serving(300)
+        ingest = [sys.executable, "-m", "vitrine.search.cli", "ingest", "--address", search.address]
+        subprocess.run(
+            [*ingest, str(SHARED_DATA / "tate" / "tate_dev.jsonl.gz"), "--limit", "400"],
+            check=True,
+            env=os.environ,
+            cwd=ROOT,
+        )
+        yield System(embedder, tagger, search)
+    finally:
+        for service in reversed(started):
+            service.stop()
