@@ -118,6 +118,8 @@ class MicroBatcher:
             try:
                 with timer:
                     vectors = await loop.run_in_executor(self.executor, self.run_batch, [item for item, _ in live])
+                if len(vectors) != len(live):  # would otherwise kill the worker and hang every later call
+                    raise RuntimeError(f"model returned {len(vectors)} rows for {len(live)} items")
             except Exception as exc:  # a model failure fails this batch's callers, not the worker
                 log.exception("model batch failed", extra={"model": self.labels[0], "items": len(live)})
                 for _, future in live:

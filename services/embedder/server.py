@@ -224,10 +224,10 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = load_settings(
-        EmbedderSettings, ENV_PREFIX, argv, description="Vitrine embedder: texts and images to vectors."
-    )
     try:
+        settings = load_settings(
+            EmbedderSettings, ENV_PREFIX, argv, description="Vitrine embedder: texts and images to vectors."
+        )
         embedder = Embedder(settings)
     except ValueError as exc:
         sys.exit(f"vitrine-embedder: {exc}")

@@ -39,8 +39,10 @@ def choose_placement(device: str = "auto", dtype: str = "auto") -> Placement:
         raise RuntimeError(f"device {device!r} requested but CUDA is not available")
     if dtype == "auto":
         chosen = torch.float16 if device.startswith("cuda") else torch.float32
+    elif dtype in ("float32", "float16"):
+        chosen = getattr(torch, dtype)
     else:
-        chosen = {"float32": torch.float32, "float16": torch.float16}[dtype]
+        raise ValueError(f"dtype {dtype!r} is not supported: use auto, float32 or float16")
     return Placement(device, chosen)
 
 

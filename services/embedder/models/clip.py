@@ -30,13 +30,16 @@ class ClipModel(EmbeddingModel):
         self.source = f"open_clip:{architecture}" + (f"@{pretrained}" if pretrained else " (random weights)")
 
     def _load(self) -> None:
+        # Check the operator's paths before the slow import; open_clip ignores a missing config file.
+        if self.config_path and not Path(self.config_path).is_file():
+            raise FileNotFoundError(f"clip: config file {self.config_path} does not exist")
+        looks_like_file = "/" in self.pretrained or self.pretrained.endswith((".pt", ".bin", ".safetensors"))
+        if looks_like_file and not Path(self.pretrained).is_file():
+            raise FileNotFoundError(f"clip: checkpoint file {self.pretrained} does not exist")
         import open_clip
 
         if self.config_path:
             open_clip.add_model_config(Path(self.config_path))
-        looks_like_file = "/" in self.pretrained or self.pretrained.endswith((".pt", ".bin", ".safetensors"))
-        if looks_like_file and not Path(self.pretrained).is_file():
-            raise FileNotFoundError(f"clip: checkpoint file {self.pretrained} does not exist")
         precision = "fp16" if self.placement.dtype == torch.float16 else "fp32"
         model, _, preprocess = open_clip.create_model_and_transforms(
             self.architecture,

@@ -35,6 +35,8 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int, field: str = "ima
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise invalid_argument(f"{field} is not a recognised image (JPEG, PNG, WebP, GIF, BMP, TIFF)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # a known format whose header is cut short or broken
+        raise invalid_argument(f"{field} is corrupt or truncated: {exc}") from exc
     if image.format not in ALLOWED_FORMATS:
         raise invalid_argument(f"{field} has unsupported format {image.format}: use JPEG, PNG, WebP, GIF, BMP or TIFF")
     width, height = image.size
@@ -62,8 +64,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit greyscale: scale to 8 bits before converting.
-        return image.point(lambda v: v / 256).convert("L").convert("RGB")
+        # 16/32-bit greyscale: scale to 8 bits before converting (via "I": Pillow has no point() for I;16B).
+        return image.convert("I").point(lambda v: v / 256).convert("L").convert("RGB")
     return image.convert("RGB")
 
 
