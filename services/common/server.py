@@ -50,7 +50,7 @@ async def run_server(
     shutdown: Hook | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT. `startup` runs after the port is open (health NOT_SERVING
-    meanwhile); a failing startup stops the process with the error logged."""
+    meanwhile); a failing startup is logged and the process exits with status 1."""
     configure_logging(service, settings.log_level, settings.log_format)
     log.info("starting", extra={"settings": str(dataclasses.asdict(settings))})
     if settings.metrics_port:
@@ -84,13 +84,17 @@ async def run_server(
         loop.add_signal_handler(sig, stop.set)
 
     startup_task = asyncio.create_task(startup()) if startup else None
+    failed = False
     try:
         if startup_task is not None:
             done, _ = await asyncio.wait(
                 {startup_task, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
             )
-            if startup_task in done:
-                startup_task.result()  # raises if start-up failed
+            if startup_task in done and startup_task.exception() is not None:
+                # Logged as one structured line (with the traceback in "exc"), then exit 1.
+                failed = True
+                log.error("start-up failed: %s", startup_task.exception(), exc_info=startup_task.exception())
+                stop.set()
         if not stop.is_set():
             await set_status(health_pb2.HealthCheckResponse.SERVING)
             READY.labels(service).set(1)
@@ -108,3 +112,5 @@ async def run_server(
         if shutdown is not None:
             await shutdown()
         log.info("stopped")
+    if failed:
+        raise SystemExit(1)

@@ -33,7 +33,7 @@ class ClipModel(EmbeddingModel):
         # Check the operator's paths before the slow import; open_clip ignores a missing config file.
         if self.config_path and not Path(self.config_path).is_file():
             raise FileNotFoundError(f"clip: config file {self.config_path} does not exist")
-        looks_like_file = "/" in self.pretrained or self.pretrained.endswith((".pt", ".bin", ".safetensors"))
+        looks_like_file = "/" in self.pretrained or self.pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
         if looks_like_file and not Path(self.pretrained).is_file():
             raise FileNotFoundError(f"clip: checkpoint file {self.pretrained} does not exist")
         import open_clip
