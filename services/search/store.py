@@ -572,6 +572,9 @@ class AsyncStore:
     def dimensions(self) -> dict[str, int]:
         return self.store.dimensions()
 
+    async def stored_dimensions(self) -> dict[str, int] | None:
+        return await self._run(self.store.stored_dimensions)
+
     async def ensure_collection(self, dims: Mapping[str, int]) -> None:
         await self._run(self.store.ensure_collection, dims)
 

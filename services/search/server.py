@@ -1,0 +1,411 @@
+"""The search service: `python -m vitrine.search.server`.
+
+Start-up opens the vector store and waits for the embedder (its ListModels gives the vector
+dimensions) before health turns SERVING. Every vector comes from the embedder; the store runs on
+its own thread (see `store.AsyncStore`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+
+from vitrine.common.embedder_client import EmbedderClient
+from vitrine.common.errors import (
+    ServiceError,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    unavailable,
+    unimplemented,
+)
+from vitrine.common.server import run_server
+from vitrine.common.settings import load_settings
+from vitrine.common.validation import bounded_int, require_count, require_text
+from vitrine.search.records import content_hash, object_text, object_to_payload, payload_to_object
+from vitrine.search.settings import ENV_PREFIX, SearchSettings
+from vitrine.search.store import AsyncStore, Conditions, ScoredObject, StoredPoint, StoreError, open_store
+from vitrine.v1 import common_pb2, embedder_pb2, search_pb2, search_pb2_grpc
+
+log = logging.getLogger("vitrine.search")
+
+MAX_ID_CHARS = 512
+MAX_DELETE_IDS = 1000
+# Models truncate to a few hundred tokens anyway; this keeps requests within the embedder's limit.
+MAX_EMBED_TEXT_CHARS = 4000
+# Images of one EmbedImages call stay under the gRPC message limit (32 MiB by default).
+MAX_IMAGE_BYTES_PER_CALL = 16 * 1024 * 1024
+# Stored instead of the content hash when part of an object could not be embedded (its image),
+# so that the next ingest of the same object tries again rather than counting it unchanged.
+PARTIAL_PREFIX = "partial:"
+# Preferred image models, best first, when the settings leave the choice to the service.
+IMAGE_MODEL_PREFERENCE = ("clip", "efficientnet-lite0")
+
+
+def _has_image(obj: common_pb2.CollectionObject) -> bool:
+    return obj.image.WhichOneof("source") is not None
+
+
+def to_conditions(f: search_pb2.Filter) -> Conditions | None:
+    """The request's Filter as store conditions (None when it restricts nothing)."""
+    year_from = f.year_from if f.HasField("year_from") else None
+    year_to = f.year_to if f.HasField("year_to") else None
+    if year_from is not None and year_to is not None and year_from > year_to:
+        raise invalid_argument(f"filter.year_from ({year_from}) is after filter.year_to ({year_to})")
+
+    def values(items: Sequence[str]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v.strip() for v in items if v.strip()))
+
+    conditions = Conditions(
+        artists=values(f.artists),
+        classifications=values(f.classifications),
+        mediums=values(f.mediums),
+        tags=values(f.tags),
+        year_from=year_from,
+        year_to=year_to,
+        has_image=f.has_image if f.HasField("has_image") else None,
+    )
+    return None if conditions == Conditions() else conditions
+
+
+def choose_image_model(models: embedder_pb2.ListModelsResponse, wanted: str) -> str:
+    """The image model to use: `wanted` if set, else CLIP with real weights, else
+    efficientnet-lite0, else any image model ('' when the embedder has none)."""
+    image_models = {m.name: m for m in models.models if embedder_pb2.MODALITY_IMAGE in m.modalities}
+    if wanted:
+        if wanted not in image_models:
+            raise RuntimeError(
+                f"image model {wanted!r} (VITRINE_SEARCH_IMAGE_MODEL) is not loaded by the embedder; "
+                f"it has: {', '.join(image_models) or 'no image model'}"
+            )
+        return wanted
+    for name in IMAGE_MODEL_PREFERENCE:
+        if name in image_models and not image_models[name].test_model:
+            return name
+    return next(iter(image_models), "")
+
+
+class SearchService:
+    """The service's state and logic, apart from gRPC plumbing."""
+
+    def __init__(self, settings: SearchSettings) -> None:
+        self.settings = settings
+        self.store = AsyncStore(
+            open_store(settings.data_dir, settings.collection, settings.qdrant_url, settings.qdrant_api_key)
+        )
+        # Made in `start`: a grpc.aio channel belongs to the event loop it is created on.
+        self._embedder: EmbedderClient | None = None
+        self.text_model = settings.text_model
+        self.image_model = ""
+        self.ready = False
+
+    @property
+    def embedder(self) -> EmbedderClient:
+        if self._embedder is None:
+            raise unavailable("the search service is starting; retry shortly")
+        return self._embedder
+
+    async def start(self) -> None:
+        # Fail fast on an unusable store folder rather than after waiting for the embedder.
+        await self.store.stored_dimensions()
+        self._embedder = EmbedderClient(self.settings.embedder_address)
+        log.info("waiting for the embedder", extra={"address": self.settings.embedder_address})
+        await self.embedder.wait_until_serving(self.settings.embedder_wait_s)
+        models = await self.embedder.list_models()
+        by_name = {m.name: m for m in models.models}
+        text = by_name.get(self.text_model)
+        if text is None or embedder_pb2.MODALITY_TEXT not in text.modalities:
+            able = [m.name for m in models.models if embedder_pb2.MODALITY_TEXT in m.modalities]
+            raise RuntimeError(
+                f"text model {self.text_model!r} (VITRINE_SEARCH_TEXT_MODEL) is not a text model of the embedder; "
+                f"it has: {', '.join(able) or 'none'}"
+            )
+        self.image_model = choose_image_model(models, self.settings.image_model)
+        dims = {"text": text.dimension}
+        if self.image_model:
+            dims["image"] = by_name[self.image_model].dimension
+        else:
+            log.warning("the embedder has no image model: objects are stored without image vectors")
+        await self.store.ensure_collection(dims)
+        count = await self.store.count()
+        log.info(
+            "store open",
+            extra={
+                "store": self.store.kind,
+                "objects": count,
+                "text_model": self.text_model,
+                "image_model": self.image_model,
+                "dimensions": str(dims),
+            },
+        )
+        self.ready = True
+
+    async def close(self) -> None:
+        await self.store.close()
+        if self._embedder is not None:
+            await self._embedder.close()
+
+    def check_ready(self) -> None:
+        if not self.ready:
+            raise unavailable("the search service is starting (waiting for the embedder or the store); retry shortly")
+
+    @property
+    def models(self) -> list[str]:
+        return [self.text_model, self.image_model]
+
+    # -- write path ------------------------------------------------------------------------
+
+    def _validate_objects(self, objects: Sequence[common_pb2.CollectionObject]) -> None:
+        require_count(objects, "objects", self.settings.max_objects_per_upsert)
+        first_at: dict[str, int] = {}
+        for i, obj in enumerate(objects):
+            if not obj.id.strip():
+                raise invalid_argument(f"objects[{i}].id is empty: every object needs its museum id")
+            if len(obj.id) > MAX_ID_CHARS:
+                raise invalid_argument(f"objects[{i}].id has {len(obj.id)} characters: at most {MAX_ID_CHARS}")
+            if obj.id in first_at:
+                raise invalid_argument(
+                    f"id {obj.id!r} appears twice (objects[{first_at[obj.id]}] and objects[{i}]): "
+                    "send each object once a request"
+                )
+            first_at[obj.id] = i
+
+    async def _embed_images(self, images: list[common_pb2.Image]) -> list[np.ndarray | str]:
+        """One vector per image, or the reason it could not be embedded. A bad image fails the
+        whole embedder call, so a failed group is retried image by image."""
+        results: list[np.ndarray | str] = []
+        group: list[common_pb2.Image] = []
+        size = 0
+
+        async def flush() -> None:
+            nonlocal group, size
+            if not group:
+                return
+            try:
+                results.extend(await self.embedder.embed_images(self.image_model, group))
+            except ServiceError as exc:
+                if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise
+                for image in group:
+                    try:
+                        results.append((await self.embedder.embed_images(self.image_model, [image]))[0])
+                    except ServiceError as one:
+                        if one.code != grpc.StatusCode.INVALID_ARGUMENT:
+                            raise
+                        results.append(one.message.removeprefix("embedder: "))
+            group, size = [], 0
+
+        for image in images:
+            if group and size + image.ByteSize() > MAX_IMAGE_BYTES_PER_CALL:
+                await flush()
+            group.append(image)
+            size += image.ByteSize()
+        await flush()
+        return results
+
+    async def upsert(self, objects: Sequence[common_pb2.CollectionObject]) -> search_pb2.UpsertObjectsResponse:
+        self.check_ready()
+        self._validate_objects(objects)
+        answer = search_pb2.UpsertObjectsResponse()
+        hashes = {obj.id: content_hash(obj, self.models) for obj in objects}
+        stored = await self.store.get(list(hashes), payload_fields=["content_hash"])
+        changed = [o for o in objects if o.id not in stored or stored[o.id].payload.get("content_hash") != hashes[o.id]]
+        answer.unchanged = len(objects) - len(changed)
+
+        max_image_bytes = int(self.settings.max_image_mb * 1024 * 1024)
+        texts = {o.id: object_text(o)[:MAX_EMBED_TEXT_CHARS] for o in changed}
+        image_problems: dict[str, str] = {}
+        with_image: list[common_pb2.CollectionObject] = []
+        for o in changed:
+            if not _has_image(o):
+                continue
+            if not self.image_model:
+                image_problems[o.id] = "the embedder has no image model"
+            elif o.image.HasField("data") and len(o.image.data) > max_image_bytes:
+                image_problems[o.id] = f"image larger than {self.settings.max_image_mb:g} MiB"
+            else:
+                with_image.append(o)
+
+        text_ids = [i for i, t in texts.items() if t]
+        text_rows, image_rows = await asyncio.gather(
+            self.embedder.embed_texts(self.text_model, [texts[i] for i in text_ids])
+            if text_ids
+            else asyncio.sleep(0, result=[]),
+            self._embed_images([o.image for o in with_image]) if with_image else asyncio.sleep(0, result=[]),
+        )
+        vectors: dict[str, dict[str, np.ndarray]] = {o.id: {} for o in changed}
+        for museum_id, row in zip(text_ids, text_rows, strict=True):
+            vectors[museum_id]["text"] = row
+        for o, result in zip(with_image, image_rows, strict=True):
+            if isinstance(result, str):
+                image_problems[o.id] = f"image not embedded: {result}"
+            else:
+                vectors[o.id]["image"] = result
+
+        points = []
+        for o in changed:
+            if not vectors[o.id]:
+                reason = "no metadata text to embed and no image"
+                if o.id in image_problems:
+                    reason = f"no metadata text to embed, and {image_problems[o.id]}"
+                answer.skipped.add(id=o.id, reason=reason)
+                continue
+            stored_hash = (PARTIAL_PREFIX if o.id in image_problems else "") + hashes[o.id]
+            payload = object_to_payload(o, stored_hash, has_image="image" in vectors[o.id])
+            points.append(StoredPoint(o.id, vectors[o.id], payload))
+        await self.store.upsert(points)
+        answer.upserted = len(points)
+        if image_problems:
+            log.warning(
+                "objects stored without their image",
+                extra={"count": len(image_problems), "first": str(next(iter(image_problems.items())))},
+            )
+        log.info(
+            "upsert",
+            extra={"upserted": answer.upserted, "unchanged": answer.unchanged, "skipped": len(answer.skipped)},
+        )
+        return answer
+
+    async def delete(self, ids: Sequence[str]) -> int:
+        self.check_ready()
+        require_count(ids, "ids", MAX_DELETE_IDS)
+        for i, museum_id in enumerate(ids):
+            if not museum_id.strip():
+                raise invalid_argument(f"ids[{i}] is empty")
+        return await self.store.delete(list(ids))
+
+    # -- read path -------------------------------------------------------------------------
+
+    async def get_object(self, museum_id: str) -> search_pb2.GetObjectResponse:
+        self.check_ready()
+        museum_id = require_text(museum_id, "id", MAX_ID_CHARS)
+        found = (await self.store.get([museum_id], with_vectors=True)).get(museum_id)
+        if found is None:
+            raise not_found(f"object {museum_id!r} is not in the collection")
+        return search_pb2.GetObjectResponse(
+            object=payload_to_object(museum_id, found.payload), vectors=sorted(found.vectors)
+        )
+
+    async def collection_info(self) -> search_pb2.GetCollectionInfoResponse:
+        self.check_ready()
+        return search_pb2.GetCollectionInfoResponse(
+            objects=await self.store.count(),
+            objects_with_image=await self.store.count(Conditions(has_image=True)),
+            store=self.store.kind,
+            vector_dimensions=self.store.dimensions(),
+            image_model=self.image_model,
+            text_model=self.text_model,
+        )
+
+    def _page(self, page: common_pb2.PageRequest) -> tuple[int, int]:
+        size = bounded_int(
+            page.page_size, "page.page_size", self.settings.default_page_size, self.settings.max_page_size
+        )
+        offset = 0
+        if page.page_token:
+            if not page.page_token.isdigit() or int(page.page_token) > self.settings.max_offset:
+                raise invalid_argument(
+                    f"page.page_token {page.page_token[:40]!r} is not one this service gave "
+                    f"(pages go at most {self.settings.max_offset} results deep)"
+                )
+            offset = int(page.page_token)
+        return size, offset
+
+    def _hits(self, found: Sequence[ScoredObject], signal: int, first_rank: int) -> list[search_pb2.SearchHit]:
+        return [
+            search_pb2.SearchHit(
+                object=payload_to_object(hit.id, hit.payload),
+                score=hit.score,
+                signals=[search_pb2.SignalMatch(signal=signal, rank=first_rank + n, score=hit.score)],
+            )
+            for n, hit in enumerate(found)
+        ]
+
+    async def search(self, request: search_pb2.SearchRequest) -> search_pb2.SearchResponse:
+        self.check_ready()
+        query = require_text(request.query, "query", self.settings.max_query_chars)
+        size, offset = self._page(request.page)
+        conditions = to_conditions(request.filter)
+        try:
+            vector = (await self.embedder.embed_texts(self.text_model, [query]))[0]
+        except ServiceError as exc:
+            if exc.code == grpc.StatusCode.UNAVAILABLE:
+                raise unavailable(f"search needs the embedder, which is unavailable now: {exc.message}") from exc
+            raise
+        # One extra result tells whether there is a next page.
+        found = await self.store.query("text", vector, limit=size + 1, offset=offset, conditions=conditions)
+        more = len(found) > size
+        return search_pb2.SearchResponse(
+            hits=self._hits(found[:size], search_pb2.SIGNAL_TEXT, offset + 1),
+            page=common_pb2.PageInfo(next_page_token=str(offset + size) if more else "", total_size=-1),
+        )
+
+    async def more_like_this(self, request: search_pb2.MoreLikeThisRequest) -> search_pb2.MoreLikeThisResponse:
+        self.check_ready()
+        museum_id = require_text(request.id, "id", MAX_ID_CHARS)
+        k = bounded_int(request.k, "k", self.settings.default_page_size, self.settings.max_page_size)
+        conditions = to_conditions(request.filter)
+        vectors = (await self.store.get_vectors([museum_id])).get(museum_id)
+        if vectors is None:
+            raise not_found(f"object {museum_id!r} is not in the collection")
+        space = request.space
+        if space == search_pb2.VECTOR_SPACE_UNSPECIFIED:
+            space = search_pb2.VECTOR_SPACE_IMAGE if "image" in vectors else search_pb2.VECTOR_SPACE_TEXT
+        name = "image" if space == search_pb2.VECTOR_SPACE_IMAGE else "text"
+        if name not in vectors:
+            other = "VECTOR_SPACE_TEXT" if name == "image" else "VECTOR_SPACE_IMAGE"
+            raise failed_precondition(f"object {museum_id!r} has no {name} vector: ask for {other}")
+        found = await self.store.query(name, vectors[name], limit=k, conditions=conditions, exclude_ids=[museum_id])
+        signal = search_pb2.SIGNAL_VISUAL if name == "image" else search_pb2.SIGNAL_TEXT
+        return search_pb2.MoreLikeThisResponse(hits=self._hits(found, signal, 1), space=space)
+
+
+class SearchServicer(search_pb2_grpc.SearchServiceServicer):
+    def __init__(self, service: SearchService) -> None:
+        self.service = service
+
+    async def Search(self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext):
+        return await self.service.search(request)
+
+    async def Recommend(self, request: search_pb2.RecommendRequest, context: grpc.aio.ServicerContext):
+        raise unimplemented("Recommend arrives with the search issue (#13)")
+
+    async def MoreLikeThis(self, request: search_pb2.MoreLikeThisRequest, context: grpc.aio.ServicerContext):
+        return await self.service.more_like_this(request)
+
+    async def GetObject(self, request: search_pb2.GetObjectRequest, context: grpc.aio.ServicerContext):
+        return await self.service.get_object(request.id)
+
+    async def UpsertObjects(self, request: search_pb2.UpsertObjectsRequest, context: grpc.aio.ServicerContext):
+        return await self.service.upsert(request.objects)
+
+    async def DeleteObjects(self, request: search_pb2.DeleteObjectsRequest, context: grpc.aio.ServicerContext):
+        return search_pb2.DeleteObjectsResponse(deleted=await self.service.delete(request.ids))
+
+    async def GetCollectionInfo(self, request: search_pb2.GetCollectionInfoRequest, context: grpc.aio.ServicerContext):
+        return await self.service.collection_info()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = load_settings(
+        SearchSettings, ENV_PREFIX, argv, description="Vitrine search: search, recommendation, collection updates."
+    )
+    try:
+        service = SearchService(settings)
+    except StoreError as exc:
+        sys.exit(f"vitrine-search: {exc}")
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        search_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(service), server)
+        return [search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name]
+
+    asyncio.run(run_server("search", settings, register, startup=service.start, shutdown=service.close))
+
+
+if __name__ == "__main__":
+    main()

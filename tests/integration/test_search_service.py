@@ -1,0 +1,298 @@
+"""The search service end to end: a real embedder (minilm + efficientnet-lite0), a real search
+server on an embedded store in tmp_path, records loaded through the CLI.
+
+The tests of this module share one pair of servers and run in file order: the last ones
+restart the search service and stop the embedder."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.servers import ServiceProcess, running_service, start_service
+from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data"
+PAINTINGS = DATA / "paintings" / "metadata.jsonl"
+N_PAINTINGS = 20
+SEA_WORDS = re.compile(r"(?i)\b(ship|boat|sea|storm|wreck|shipping|vessel|sail|coast|harbour)")
+
+
+def _tate_subset() -> tuple[list[dict[str, Any]], set[str]]:
+    """50 Tate records: 10 of ships and the sea (by their curators' subjects and title), 40 with
+    nothing of the sea. Returns the records and the ids of the sea ones."""
+    with gzip.open(DATA / "tate" / "tate_dev.jsonl.gz", "rt") as handle:
+        records = [json.loads(line) for line in handle]
+
+    def sea_subjects(r: dict[str, Any]) -> bool:
+        return any("seascapes" in p or "transport: water" in p for p in r["subject_paths"])
+
+    sea = [r for r in records if sea_subjects(r) and SEA_WORDS.search(r["title"] or "")]
+    dry = [r for r in records if r["subjects"] and not sea_subjects(r) and not SEA_WORDS.search(r["title"] or "")]
+    chosen_sea = sea[:: len(sea) // 10][:10]
+    chosen_dry = dry[:: len(dry) // 40][:40]
+    return chosen_sea + chosen_dry, {r["id"] for r in chosen_sea}
+
+
+@pytest.fixture(scope="module")
+def tate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str], list[dict[str, Any]]]:
+    records, sea_ids = _tate_subset()
+    path = tmp_path_factory.mktemp("records") / "tate_subset.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return path, sea_ids, records
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[ServiceProcess]:
+    with running_service("embedder", {"VITRINE_EMBEDDER_MODELS": "minilm,efficientnet-lite0"}) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def search_env(embedder: ServiceProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return {
+        "VITRINE_SEARCH_EMBEDDER_ADDRESS": embedder.address,
+        "VITRINE_SEARCH_TEXT_MODEL": "minilm",
+        "VITRINE_SEARCH_DATA_DIR": str(tmp_path_factory.mktemp("search-data")),
+    }
+
+
+@pytest.fixture(scope="module")
+def search(search_env: dict[str, str]) -> Iterator[ServiceProcess]:
+    with running_service("search", search_env) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def stub(search: ServiceProcess) -> Iterator[search_pb2_grpc.SearchServiceStub]:
+    with grpc.insecure_channel(search.address) as channel:
+        yield search_pb2_grpc.SearchServiceStub(channel)
+
+
+def cli(search: ServiceProcess, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "vitrine.search.cli", "--address", search.address, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def loaded(search: ServiceProcess, tate: tuple[Path, set[str], list[dict[str, Any]]]) -> tuple[str, str]:
+    tate_out = cli(search, "ingest", str(tate[0]), "--quiet")
+    paintings_out = cli(
+        search, "ingest", str(PAINTINGS), "--images", str(PAINTINGS.parent / "images"), "--limit", str(N_PAINTINGS)
+    )
+    return tate_out, paintings_out
+
+
+def _code(call: Any, request: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call(request, timeout=30)
+    return info.value.code(), info.value.details()
+
+
+def test_ingest_through_the_cli(loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub) -> None:
+    tate_out, paintings_out = loaded
+    assert "50 records" in tate_out and "50 upserted, 0 unchanged, 0 skipped" in tate_out
+    assert f"{N_PAINTINGS} upserted" in paintings_out and f"{N_PAINTINGS} sent with an image" in paintings_out
+    info = stub.GetCollectionInfo(search_pb2.GetCollectionInfoRequest(), timeout=10)
+    assert info.objects == 50 + N_PAINTINGS
+    assert info.objects_with_image == N_PAINTINGS
+    assert info.store == "embedded"
+    assert dict(info.vector_dimensions) == {"text": 384, "image": 1280}
+    assert (info.text_model, info.image_model) == ("minilm", "efficientnet-lite0")
+
+
+def test_get_object(loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub, tate: Any) -> None:
+    record = tate[2][0]
+    answer = stub.GetObject(search_pb2.GetObjectRequest(id=record["id"]), timeout=10)
+    assert answer.object.title == record["title"]
+    assert answer.object.artist == record["artist"]
+    assert list(answer.object.subjects) == list(dict.fromkeys(record["subjects"]))
+    assert answer.object.extra["credit_line"] == record["credit_line"]
+    assert list(answer.vectors) == ["text"]
+
+    painting = stub.GetObject(search_pb2.GetObjectRequest(id="met-247009"), timeout=10)
+    assert painting.object.year == -50
+    assert painting.object.extra["image_source"] == "images/met-247009.jpg"
+    assert list(painting.vectors) == ["image", "text"]
+
+
+def test_reingest_is_a_no_op(loaded: tuple[str, str], search: ServiceProcess, tate: Any) -> None:
+    out = cli(search, "ingest", str(tate[0]), "--quiet")
+    assert "0 upserted, 50 unchanged, 0 skipped" in out
+    out = cli(search, "ingest", str(PAINTINGS), "--limit", str(N_PAINTINGS), "--quiet")  # images found next to it
+    assert f"0 upserted, {N_PAINTINGS} unchanged" in out
+
+
+def test_search_finds_ships_at_sea(loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub, tate: Any) -> None:
+    sea_ids = tate[1]
+    answer = stub.Search(search_pb2.SearchRequest(query="sailing ship in a storm"), timeout=30)
+    assert len(answer.hits) == 12  # the default page size
+    top = [h.object.id for h in answer.hits[:5]]
+    assert len(sea_ids.intersection(top)) >= 3, [h.object.title for h in answer.hits[:5]]
+    for rank, hit in enumerate(answer.hits, start=1):
+        (signal,) = hit.signals
+        assert signal.signal == search_pb2.SIGNAL_TEXT and signal.rank == rank
+        assert signal.score == pytest.approx(hit.score)
+    scores = [h.score for h in answer.hits]
+    assert scores == sorted(scores, reverse=True)
+
+    # The next page continues where the first stopped.
+    assert answer.page.next_page_token == "12"
+    page2 = stub.Search(
+        search_pb2.SearchRequest(query="sailing ship in a storm", page=common_pb2.PageRequest(page_token="12")),
+        timeout=30,
+    )
+    assert page2.hits[0].signals[0].rank == 13
+    assert not {h.object.id for h in page2.hits} & {h.object.id for h in answer.hits}
+
+
+def test_search_filters(loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub) -> None:
+    with_image = stub.Search(
+        search_pb2.SearchRequest(
+            query="a painting",
+            filter=search_pb2.Filter(has_image=True),
+            page=common_pb2.PageRequest(page_size=100),
+        ),
+        timeout=30,
+    )
+    assert len(with_image.hits) == N_PAINTINGS
+    assert not with_image.page.next_page_token
+    old = stub.Search(search_pb2.SearchRequest(query="a painting", filter=search_pb2.Filter(year_to=1500)), timeout=30)
+    assert old.hits and all(h.object.HasField("year") and h.object.year <= 1500 for h in old.hits)
+
+
+def test_more_like_this(loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub, tate: Any) -> None:
+    painting = stub.MoreLikeThis(search_pb2.MoreLikeThisRequest(id="met-247009", k=5), timeout=30)
+    assert painting.space == search_pb2.VECTOR_SPACE_IMAGE  # it has an image
+    assert len(painting.hits) == 5
+    assert "met-247009" not in [h.object.id for h in painting.hits]
+    assert all(
+        h.signals[0].signal == search_pb2.SIGNAL_VISUAL and h.object.extra["image_source"] for h in painting.hits
+    )
+
+    record_id = tate[2][0]["id"]
+    text = stub.MoreLikeThis(search_pb2.MoreLikeThisRequest(id=record_id, k=100), timeout=30)
+    assert text.space == search_pb2.VECTOR_SPACE_TEXT
+    assert len(text.hits) == 50 + N_PAINTINGS - 1
+    assert record_id not in [h.object.id for h in text.hits]
+
+    code, details = _code(
+        stub.MoreLikeThis, search_pb2.MoreLikeThisRequest(id=record_id, space=search_pb2.VECTOR_SPACE_IMAGE)
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "no image vector" in details
+
+
+def test_bad_requests(loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub) -> None:
+    code, details = _code(stub.GetObject, search_pb2.GetObjectRequest(id="NO-SUCH-ID"))
+    assert code == grpc.StatusCode.NOT_FOUND and "NO-SUCH-ID" in details
+    code, _ = _code(stub.MoreLikeThis, search_pb2.MoreLikeThisRequest(id="NO-SUCH-ID"))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, details = _code(stub.Search, search_pb2.SearchRequest(query="   "))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "query" in details
+    code, _ = _code(stub.Search, search_pb2.SearchRequest(query="x" * 1001))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, details = _code(
+        stub.Search, search_pb2.SearchRequest(query="ship", filter=search_pb2.Filter(year_from=1900, year_to=1800))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "year_from" in details
+    code, _ = _code(stub.Search, search_pb2.SearchRequest(query="ship", page=common_pb2.PageRequest(page_size=101)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, _ = _code(stub.Search, search_pb2.SearchRequest(query="ship", page=common_pb2.PageRequest(page_token="abc")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    twice = [common_pb2.CollectionObject(id="dup", title="a"), common_pb2.CollectionObject(id="dup", title="b")]
+    code, details = _code(stub.UpsertObjects, search_pb2.UpsertObjectsRequest(objects=twice))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "dup" in details
+    code, _ = _code(
+        stub.UpsertObjects, search_pb2.UpsertObjectsRequest(objects=[common_pb2.CollectionObject(title="x")])
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, _ = _code(stub.UpsertObjects, search_pb2.UpsertObjectsRequest())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, details = _code(stub.Recommend, search_pb2.RecommendRequest(liked_ids=["x"]))
+    assert code == grpc.StatusCode.UNIMPLEMENTED and "#13" in details
+
+
+def test_upsert_skips_objects_with_nothing_to_embed(
+    loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub
+) -> None:
+    answer = stub.UpsertObjects(
+        search_pb2.UpsertObjectsRequest(
+            objects=[
+                common_pb2.CollectionObject(id="empty", extra={"museum": "Tate"}),
+                common_pb2.CollectionObject(id="bad-image", image=common_pb2.Image(data=b"not an image")),
+                common_pb2.CollectionObject(
+                    id="text-only", title="A harbour at dusk", image=common_pb2.Image(data=b"x")
+                ),
+            ]
+        ),
+        timeout=30,
+    )
+    assert answer.upserted == 1
+    reasons = {s.id: s.reason for s in answer.skipped}
+    assert reasons["empty"] == "no metadata text to embed and no image"
+    assert reasons["bad-image"].startswith("no metadata text to embed, and image not embedded")
+    stored = stub.GetObject(search_pb2.GetObjectRequest(id="text-only"), timeout=10)
+    assert list(stored.vectors) == ["text"]
+    # Stored without its image: the next upsert tries the image again instead of calling it unchanged.
+    again = stub.UpsertObjects(
+        search_pb2.UpsertObjectsRequest(
+            objects=[
+                common_pb2.CollectionObject(
+                    id="text-only", title="A harbour at dusk", image=common_pb2.Image(data=b"x")
+                )
+            ]
+        ),
+        timeout=30,
+    )
+    assert (again.upserted, again.unchanged) == (1, 0)
+
+
+def test_delete(loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub) -> None:
+    answer = stub.DeleteObjects(search_pb2.DeleteObjectsRequest(ids=["text-only", "never-there"]), timeout=10)
+    assert answer.deleted == 1
+    code, _ = _code(stub.GetObject, search_pb2.GetObjectRequest(id="text-only"))
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert stub.DeleteObjects(search_pb2.DeleteObjectsRequest(ids=["text-only"]), timeout=10).deleted == 0
+
+
+def test_restart_keeps_the_collection_and_embedder_outage_is_unavailable(
+    loaded: tuple[str, str],
+    search: ServiceProcess,
+    search_env: dict[str, str],
+    embedder: ServiceProcess,
+    tate: Any,
+) -> None:
+    assert search.stop() == 0
+    restarted = start_service("search", search_env)
+    try:
+        restarted.wait_serving(60)
+        with grpc.insecure_channel(restarted.address) as channel:
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            info = stub.GetCollectionInfo(search_pb2.GetCollectionInfoRequest(), timeout=10)
+            assert info.objects == 50 + N_PAINTINGS
+            assert "0 upserted, 50 unchanged" in cli(restarted, "ingest", str(tate[0]), "--quiet")
+
+            # Without the embedder, search says so; reading stored objects still works.
+            embedder.stop()
+            code, details = _code(stub.Search, search_pb2.SearchRequest(query="ship"))
+            assert code == grpc.StatusCode.UNAVAILABLE and "embedder" in details
+            assert stub.GetObject(search_pb2.GetObjectRequest(id="met-247009"), timeout=10).object.id == "met-247009"
+    finally:
+        restarted.stop()
