@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {service.name:8s} SERVING on {service.address}", flush=True)
         addresses = {s.name: s.address for s in services}
         if not args.no_demo:
-            load = [sys.executable, "-m", "vitrine.search.cli", "load-demo", "--address", addresses["search"]]
+            load = [sys.executable, "-m", "vitrine.search.cli", "--address", addresses["search"], "load-demo"]
             if args.all:
                 load.append("--all")
             if subprocess.run(load, env=env).returncode != 0:

@@ -45,7 +45,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         started.append(search)
         for service in started:
             service.wait_serving(300)
-        ingest = [sys.executable, "-m", "vitrine.search.cli", "ingest", "--address", search.address]
+        ingest = [sys.executable, "-m", "vitrine.search.cli", "--address", search.address, "ingest"]
         subprocess.run(
             [*ingest, str(SHARED_DATA / "tate" / "tate_dev.jsonl.gz"), "--limit", "400"],
             check=True,

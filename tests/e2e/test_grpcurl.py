@@ -51,17 +51,19 @@ def test_health_check_answers_serving(system: System, name: str) -> None:
 
 
 def test_embedder_list_models(system: System) -> None:
-    answer = json.loads(grpcurl(system.embedder.address, "vitrine.v1.EmbedderService/ListModels"))
+    # grpcurl prints the proto field names; -emit-defaults shows false/0 values too.
+    answer = json.loads(grpcurl("-emit-defaults", system.embedder.address, "vitrine.v1.EmbedderService/ListModels"))
     models = {m["name"]: m for m in answer["models"]}
     assert models["mpnet"]["dimension"] == 768
     assert models["efficientnet-lite0"]["dimension"] == 1280
-    assert not any(m.get("testModel") for m in models.values())
-    assert not answer.get("textToImageAvailable", False)  # no CLIP weights here
+    assert [m["test_model"] for m in models.values()] == [False, False]
+    assert answer["text_to_image_available"] is False  # no CLIP weights here
 
 
 def test_tagger_info(system: System) -> None:
     answer = json.loads(grpcurl(system.tagger.address, "vitrine.v1.TaggerService/GetTaggerInfo"))
-    assert int(answer["vocabularySize"]) == 16087
+    assert int(answer["vocabulary_size"]) == 16087
+    assert "model_loaded" not in answer  # false until the tagger issue trains one
 
 
 def test_search_get_object(system: System) -> None:
@@ -91,8 +93,14 @@ def test_unknown_object_is_not_found(system: System) -> None:
 
 
 def readme_grpcurl_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    return [line.strip() for line in text.splitlines() if line.strip().startswith("grpcurl ")]
+    """The one-line grpcurl commands inside the README's code blocks."""
+    commands, in_code = [], False
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif in_code and line.startswith("grpcurl "):
+            commands.append(line.strip())
+    return commands
 
 
 def test_readme_examples_work(system: System) -> None:
