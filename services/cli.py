@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
             if subprocess.run(load, env=env).returncode != 0:
                 print("loading the demo collection failed; the services keep running", file=sys.stderr)
         print(examples(addresses), flush=True)
+        # From here Ctrl-C just ends the loop below; before, it interrupts start-up or loading.
+        signal.signal(signal.SIGINT, stop_all)
         while not stopping:
             for service in services:
                 if service.process.poll() is not None:

@@ -114,5 +114,8 @@ def start_service(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            # Own session: a Ctrl-C in the terminal reaches only the parent, which then drains the
+            # services in order with SIGTERM instead of all of them racing to exit at once.
+            start_new_session=True,
         )
     return ServiceProcess(name, port, metrics_port, process, log_path, child_env)
