@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import grpc
 import numpy as np
+from prometheus_client import Counter
 
 from vitrine.common.embedder_client import EmbedderClient
 from vitrine.common.errors import (
@@ -33,6 +34,16 @@ from vitrine.search.store import AsyncStore, Conditions, ScoredObject, StoredPoi
 from vitrine.v1 import common_pb2, embedder_pb2, search_pb2, search_pb2_grpc
 
 log = logging.getLogger("vitrine.search")
+
+QUERIES = Counter(
+    "vitrine_search_queries",
+    "Search queries answered, by whether they found anything (zero-result rate = zero / all).",
+    ["result"],
+)
+NO_TEXT_TO_IMAGE = (
+    "text-to-image matching needs CLIP weights (VITRINE_EMBEDDER_CLIP_MODEL on the embedder); "
+    "results come from the metadata text"
+)
 
 MAX_ID_CHARS = 512
 MAX_DELETE_IDS = 1000
@@ -102,6 +113,7 @@ class SearchService:
         self._embedder: EmbedderClient | None = None
         self.text_model = settings.text_model
         self.image_model = ""
+        self.text_to_image = False
         self.ready = False
 
     @property
@@ -126,6 +138,7 @@ class SearchService:
                 f"it has: {', '.join(able) or 'none'}"
             )
         self.image_model = choose_image_model(models, self.settings.image_model)
+        self.text_to_image = models.text_to_image_available and self.image_model == "clip"
         dims = {"text": text.dimension}
         if self.image_model:
             dims["image"] = by_name[self.image_model].dimension
@@ -340,9 +353,12 @@ class SearchService:
         # One extra result tells whether there is a next page.
         found = await self.store.query("text", vector, limit=size + 1, offset=offset, conditions=conditions)
         more = len(found) > size
+        QUERIES.labels("hits" if found else "zero").inc()
         return search_pb2.SearchResponse(
             hits=self._hits(found[:size], search_pb2.SIGNAL_TEXT, offset + 1),
             page=common_pb2.PageInfo(next_page_token=str(offset + size) if more else "", total_size=-1),
+            unavailable_signals=[] if self.text_to_image else [search_pb2.SIGNAL_IMAGE],
+            notices=[] if self.text_to_image else [NO_TEXT_TO_IMAGE],
         )
 
     async def more_like_this(self, request: search_pb2.MoreLikeThisRequest) -> search_pb2.MoreLikeThisResponse:

@@ -152,6 +152,9 @@ def test_search_finds_ships_at_sea(loaded: tuple[str, str], stub: search_pb2_grp
         assert signal.score == pytest.approx(hit.score)
     scores = [h.score for h in answer.hits]
     assert scores == sorted(scores, reverse=True)
+    # No CLIP weights here: the answer says text-to-image matching was not available.
+    assert list(answer.unavailable_signals) == [search_pb2.SIGNAL_IMAGE]
+    assert "CLIP" in answer.notices[0]
 
     # The next page continues where the first stopped.
     assert answer.page.next_page_token == "12"
