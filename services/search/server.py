@@ -23,11 +23,11 @@ from vitrine.common.errors import (
     invalid_argument,
     not_found,
     unavailable,
-    unimplemented,
 )
 from vitrine.common.server import run_server
 from vitrine.common.settings import load_settings
 from vitrine.common.validation import bounded_int, require_count, require_text
+from vitrine.search.recommend import cluster_likes, interleave, mean_query
 from vitrine.search.records import content_hash, object_text, object_to_payload, payload_to_object
 from vitrine.search.settings import ENV_PREFIX, SearchSettings
 from vitrine.search.store import AsyncStore, Conditions, ScoredObject, StoredPoint, StoreError, open_store
@@ -47,6 +47,8 @@ NO_TEXT_TO_IMAGE = (
 
 MAX_ID_CHARS = 512
 MAX_DELETE_IDS = 1000
+MAX_EXAMPLE_IDS = 100  # liked or disliked ids in one Recommend request
+MAX_SEEN_IDS = 5000  # a long session; the client keeps it
 # Models truncate to a few hundred tokens anyway; this keeps requests within the embedder's limit.
 MAX_EMBED_TEXT_CHARS = 4000
 # Images of one EmbedImages call stay under the gRPC message limit (32 MiB by default).
@@ -380,6 +382,64 @@ class SearchService:
         signal = search_pb2.SIGNAL_VISUAL if name == "image" else search_pb2.SIGNAL_TEXT
         return search_pb2.MoreLikeThisResponse(hits=self._hits(found, signal, 1), space=space)
 
+    async def recommend(self, request: search_pb2.RecommendRequest) -> search_pb2.RecommendResponse:
+        self.check_ready()
+        k = bounded_int(request.k, "k", self.settings.default_page_size, self.settings.max_page_size)
+        liked = checked_ids(request.liked_ids, "liked_ids", MAX_EXAMPLE_IDS, required=True)
+        disliked = checked_ids(request.disliked_ids, "disliked_ids", MAX_EXAMPLE_IDS)
+        seen = checked_ids(request.seen_ids, "seen_ids", MAX_SEEN_IDS)
+        both = sorted(set(liked) & set(disliked))
+        if both:
+            raise invalid_argument(f"ids both liked and disliked: {', '.join(both[:10])}")
+        conditions = to_conditions(request.filter)
+        vectors = await self.store.get_vectors([*liked, *disliked])
+        unknown = [i for i in [*liked, *disliked] if i not in vectors]
+        if unknown:
+            raise not_found(f"unknown object ids: {', '.join(unknown[:10])}" + (" ..." if len(unknown) > 10 else ""))
+
+        space = request.space
+        if space == search_pb2.VECTOR_SPACE_UNSPECIFIED:
+            with_image = all("image" in vectors[i] for i in liked)
+            space = search_pb2.VECTOR_SPACE_IMAGE if with_image else search_pb2.VECTOR_SPACE_TEXT
+        name = "image" if space == search_pb2.VECTOR_SPACE_IMAGE else "text"
+        positives = [vectors[i][name] for i in liked if name in vectors[i]]
+        if not positives:
+            raise failed_precondition(f"none of the liked objects has a {name} vector: ask for VECTOR_SPACE_TEXT")
+        dim = self.store.dimensions()[name]
+        liked_rows = np.stack(positives)
+        disliked_rows = np.stack([vectors[i][name] for i in disliked if name in vectors[i]] or [np.zeros((0, dim))])
+        disliked_rows = disliked_rows.reshape(-1, dim)
+
+        strategy = request.strategy or search_pb2.RECOMMEND_STRATEGY_BEST_SCORE
+        exclude = list(dict.fromkeys([*seen, *liked, *disliked]))
+        groups = cluster_likes(liked_rows) if request.diversify else [np.arange(len(liked_rows))]
+        ranked_lists = []
+        for group in groups:
+            if strategy == search_pb2.RECOMMEND_STRATEGY_MEAN:
+                query = mean_query(liked_rows[group], disliked_rows)
+                found = await self.store.query(name, query, limit=k, conditions=conditions, exclude_ids=exclude)
+            else:
+                found = await self.store.recommend(
+                    name, liked_rows[group], disliked_rows, limit=k, conditions=conditions, exclude_ids=exclude
+                )
+            ranked_lists.append(found)
+        signal = search_pb2.SIGNAL_VISUAL if name == "image" else search_pb2.SIGNAL_TEXT
+        return search_pb2.RecommendResponse(
+            hits=self._hits(interleave(ranked_lists, k), signal, 1), strategy=strategy, space=space
+        )
+
+
+def checked_ids(ids: Sequence[str], field: str, max_ids: int, required: bool = False) -> list[str]:
+    """Non-blank, bounded ids, duplicates dropped (order kept)."""
+    if required and not ids:
+        raise invalid_argument(f"{field} is empty: like at least one object")
+    if len(ids) > max_ids:
+        raise invalid_argument(f"{field} has {len(ids)} ids: at most {max_ids}")
+    for n, museum_id in enumerate(ids):
+        if not museum_id.strip() or len(museum_id) > MAX_ID_CHARS:
+            raise invalid_argument(f"{field}[{n}] is not an object id (blank or over {MAX_ID_CHARS} characters)")
+    return list(dict.fromkeys(ids))
+
 
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     def __init__(self, service: SearchService) -> None:
@@ -389,7 +449,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         return await self.service.search(request)
 
     async def Recommend(self, request: search_pb2.RecommendRequest, context: grpc.aio.ServicerContext):
-        raise unimplemented("Recommend arrives with the search issue (#13)")
+        return await self.service.recommend(request)
 
     async def MoreLikeThis(self, request: search_pb2.MoreLikeThisRequest, context: grpc.aio.ServicerContext):
         return await self.service.more_like_this(request)

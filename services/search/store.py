@@ -214,6 +214,27 @@ class VectorStore(ABC):
             return []
         return self._query(vector_name, np.asarray(vector, dtype=np.float32), limit, offset, conditions, exclude_ids)
 
+    def recommend(
+        self,
+        vector_name: str,
+        positives: np.ndarray,
+        negatives: np.ndarray,
+        limit: int,
+        conditions: Conditions | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[ScoredObject]:
+        """Qdrant's best-score recommendation: each candidate is scored by its best similarity to
+        any positive example, pushed down when it is closer to a negative one. The examples are
+        vectors (rows); the engine does not exclude them, so pass their ids in `exclude_ids`."""
+        dims = self.dimensions()
+        if vector_name not in dims:
+            raise StoreError(f"unknown vector {vector_name!r} (collection has {sorted(dims)})")
+        positives = np.asarray(positives, dtype=np.float32).reshape(-1, dims[vector_name])
+        negatives = np.asarray(negatives, dtype=np.float32).reshape(-1, dims[vector_name])
+        if limit <= 0 or len(positives) == 0:
+            return []
+        return self._recommend(vector_name, positives, negatives, limit, conditions, exclude_ids)
+
     @abstractmethod
     def _upsert(self, points: Sequence[StoredPoint]) -> None: ...
 
@@ -235,6 +256,17 @@ class VectorStore(ABC):
         vector: np.ndarray,
         limit: int,
         offset: int,
+        conditions: Conditions | None,
+        exclude_ids: Sequence[str],
+    ) -> list[ScoredObject]: ...
+
+    @abstractmethod
+    def _recommend(
+        self,
+        vector_name: str,
+        positives: np.ndarray,
+        negatives: np.ndarray,
+        limit: int,
         conditions: Conditions | None,
         exclude_ids: Sequence[str],
     ) -> list[ScoredObject]: ...
@@ -407,6 +439,27 @@ class EmbeddedStore(VectorStore):
         hits = self._shard.query(request)
         return [ScoredObject(h.payload[ID_FIELD], float(h.score), dict(h.payload)) for h in hits if h.payload]
 
+    def _recommend(
+        self,
+        vector_name: str,
+        positives: np.ndarray,
+        negatives: np.ndarray,
+        limit: int,
+        conditions: Conditions | None,
+        exclude_ids: Sequence[str],
+    ) -> list[ScoredObject]:
+        qe = self._qe
+        examples = qe.RecommendQuery(positives=positives.tolist(), negatives=negatives.tolist())
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.RecommendBestScore(examples, using=vector_name),
+            filter=self._filter(conditions, exclude_ids),
+            with_payload=True,
+            with_vector=False,
+        )
+        hits = self._shard.query(request)
+        return [ScoredObject(h.payload[ID_FIELD], float(h.score), dict(h.payload)) for h in hits if h.payload]
+
     def optimize(self) -> bool:
         """Build the HNSW index (slow, blocking): for batch jobs, never in the serving path."""
         self.dimensions()
@@ -541,6 +594,29 @@ class ServerStore(VectorStore):
         )
         return [ScoredObject(p.payload[ID_FIELD], float(p.score), dict(p.payload)) for p in answer.points if p.payload]
 
+    def _recommend(
+        self,
+        vector_name: str,
+        positives: np.ndarray,
+        negatives: np.ndarray,
+        limit: int,
+        conditions: Conditions | None,
+        exclude_ids: Sequence[str],
+    ) -> list[ScoredObject]:
+        m = self._models
+        examples = m.RecommendInput(
+            positive=positives.tolist(), negative=negatives.tolist(), strategy=m.RecommendStrategy.BEST_SCORE
+        )
+        answer = self._client.query_points(
+            self.collection,
+            query=m.RecommendQuery(recommend=examples),
+            using=vector_name,
+            query_filter=self._filter(conditions, exclude_ids),
+            limit=limit,
+            with_payload=True,
+        )
+        return [ScoredObject(p.payload[ID_FIELD], float(p.score), dict(p.payload)) for p in answer.points if p.payload]
+
     def close(self) -> None:
         self._client.close()
         self._dims = None
@@ -605,6 +681,17 @@ class AsyncStore:
         exclude_ids: Sequence[str] = (),
     ) -> list[ScoredObject]:
         return await self._run(self.store.query, vector_name, vector, limit, offset, conditions, exclude_ids)
+
+    async def recommend(
+        self,
+        vector_name: str,
+        positives: np.ndarray,
+        negatives: np.ndarray,
+        limit: int,
+        conditions: Conditions | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[ScoredObject]:
+        return await self._run(self.store.recommend, vector_name, positives, negatives, limit, conditions, exclude_ids)
 
     async def close(self) -> None:
         await self._run(self.store.close)

@@ -181,6 +181,30 @@ def test_query_filter_exclusion_and_paging(store: VectorStore) -> None:
     assert all(h.payload["artist"] == "Blake" and h.payload["has_image"] for h in filtered)
 
 
+def test_recommend_best_score_follows_likes_and_excludes_examples(store: VectorStore) -> None:
+    points = {p.id: p for p in make_points()}
+    liked = ["T00013", "T00014"]  # Blake's cluster (both have images)
+    disliked = ["T00001"]  # Turner's
+    positives = np.stack([points[i].vectors["text"] for i in liked])
+    negatives = np.stack([points[i].vectors["text"] for i in disliked])
+    hits = store.recommend("text", positives, negatives, limit=8, exclude_ids=[*liked, *disliked])
+    assert len(hits) == 8
+    assert {h.payload["artist"] for h in hits} == {"Blake"}
+    assert not {h.id for h in hits} & {*liked, *disliked}
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+    filtered = store.recommend(
+        "image",
+        np.stack([points[i].vectors["image"] for i in liked]),
+        np.zeros((0, DIMS["image"])),
+        limit=50,
+        conditions=Conditions(artists=("Turner",)),
+    )
+    assert filtered and all(h.payload["artist"] == "Turner" and h.payload["has_image"] for h in filtered)
+    assert store.recommend("text", np.zeros((0, DIMS["text"])), negatives, limit=5) == []
+
+
 def test_delete_is_idempotent(store: VectorStore) -> None:
     assert store.delete(["T00001", "T00002", "missing"]) == 2
     assert store.delete(["T00001"]) == 0
