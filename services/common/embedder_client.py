@@ -48,6 +48,9 @@ class EmbedderClient:
                 options=[
                     ("grpc.max_receive_message_length", self.max_bytes),
                     ("grpc.max_send_message_length", self.max_bytes),
+                    # With a dns:/// address of a headless Service, spread calls over every
+                    # embedder replica instead of pinning one connection to one pod.
+                    ("grpc.lb_policy_name", "round_robin"),
                 ],
             )
             self._stub = embedder_pb2_grpc.EmbedderServiceStub(self._channel)

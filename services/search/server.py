@@ -37,9 +37,15 @@ log = logging.getLogger("vitrine.search")
 
 QUERIES = Counter(
     "vitrine_search_queries",
-    "Search queries answered, by whether they found anything (zero-result rate = zero / all).",
-    ["result"],
+    "Search, MoreLikeThis and Recommend answers, by whether they found anything (zero-result rate).",
+    ["grpc_method", "result"],
 )
+
+
+def count_answer(method: str, hits: Sequence[object]) -> None:
+    QUERIES.labels(method, "nonzero" if hits else "zero").inc()
+
+
 NO_TEXT_TO_IMAGE = (
     "text-to-image matching needs CLIP weights (VITRINE_EMBEDDER_CLIP_MODEL on the embedder); "
     "results come from the metadata text"
@@ -355,7 +361,7 @@ class SearchService:
         # One extra result tells whether there is a next page.
         found = await self.store.query("text", vector, limit=size + 1, offset=offset, conditions=conditions)
         more = len(found) > size
-        QUERIES.labels("hits" if found else "zero").inc()
+        count_answer("Search", found)
         return search_pb2.SearchResponse(
             hits=self._hits(found[:size], search_pb2.SIGNAL_TEXT, offset + 1),
             page=common_pb2.PageInfo(next_page_token=str(offset + size) if more else "", total_size=-1),
@@ -379,6 +385,7 @@ class SearchService:
             other = "VECTOR_SPACE_TEXT" if name == "image" else "VECTOR_SPACE_IMAGE"
             raise failed_precondition(f"object {museum_id!r} has no {name} vector: ask for {other}")
         found = await self.store.query(name, vectors[name], limit=k, conditions=conditions, exclude_ids=[museum_id])
+        count_answer("MoreLikeThis", found)
         signal = search_pb2.SIGNAL_VISUAL if name == "image" else search_pb2.SIGNAL_TEXT
         return search_pb2.MoreLikeThisResponse(hits=self._hits(found, signal, 1), space=space)
 
@@ -423,10 +430,10 @@ class SearchService:
                     name, liked_rows[group], disliked_rows, limit=k, conditions=conditions, exclude_ids=exclude
                 )
             ranked_lists.append(found)
+        hits = interleave(ranked_lists, k)
+        count_answer("Recommend", hits)
         signal = search_pb2.SIGNAL_VISUAL if name == "image" else search_pb2.SIGNAL_TEXT
-        return search_pb2.RecommendResponse(
-            hits=self._hits(interleave(ranked_lists, k), signal, 1), strategy=strategy, space=space
-        )
+        return search_pb2.RecommendResponse(hits=self._hits(hits, signal, 1), strategy=strategy, space=space)
 
 
 def checked_ids(ids: Sequence[str], field: str, max_ids: int, required: bool = False) -> list[str]:
