@@ -18,10 +18,11 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from vitrine.search.fetch import FetchError, FetchSettings, fetch_image_bytes
 from vitrine.v1 import common_pb2
 
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -198,14 +199,19 @@ class ImageReader:
 
     Relative paths are looked up in `images_dir` (as written, then by file name) when given,
     else next to the records file (the paintings' `file` is relative to their metadata file).
-    http(s) URLs are passed on as `Image.uri` for the embedder to fetch."""
+    http(s) and IIIF URLs are fetched (bounded, retried: see fetch.py)."""
 
     def __init__(
-        self, base_dir: Path, images_dir: Path | None = None, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+        self,
+        base_dir: Path,
+        images_dir: Path | None = None,
+        max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        fetch: FetchSettings | None = None,
     ) -> None:
         self.base_dir = base_dir
         self.images_dir = images_dir
         self.max_bytes = max_bytes
+        self.fetch = replace(fetch or FetchSettings(), max_bytes=max_bytes)
 
     def candidates(self, source: str) -> list[Path]:
         path = Path(source)
@@ -218,7 +224,17 @@ class ImageReader:
     def read(self, source: str) -> common_pb2.Image:
         """The image, or `RecordError` saying why it cannot be used."""
         if re.match(r"https?://", source):
-            return common_pb2.Image(uri=source)
+            try:
+                data = fetch_image_bytes(source, self.fetch)
+            except FetchError as exc:
+                raise RecordError(f"cannot fetch image {exc}") from exc
+        else:
+            data = self._read_file(source)
+        if not data.startswith(_IMAGE_MAGIC) and not (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+            raise RecordError(f"{source} is not an image file (JPEG, PNG, WebP, GIF, BMP or TIFF)")
+        return common_pb2.Image(data=data)
+
+    def _read_file(self, source: str) -> bytes:
         path = next((p for p in self.candidates(source) if p.is_file()), None)
         if path is None:
             raise RecordError(f"image file not found: {source}")
@@ -226,12 +242,9 @@ class ImageReader:
             size = path.stat().st_size
             if size > self.max_bytes:
                 raise RecordError(f"image {source} has {size / 2**20:.1f} MiB, more than {self.max_bytes / 2**20:.0f}")
-            data = path.read_bytes()
+            return path.read_bytes()
         except OSError as exc:
             raise RecordError(f"cannot read image {source}: {exc.strerror or exc}") from exc
-        if not data.startswith(_IMAGE_MAGIC) and not (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
-            raise RecordError(f"{source} is not an image file (JPEG, PNG, WebP, GIF, BMP or TIFF)")
-        return common_pb2.Image(data=data)
 
 
 def load_records(
