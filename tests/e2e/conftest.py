@@ -52,6 +52,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             env=os.environ,
             cwd=ROOT,
         )
+        paintings = SHARED_DATA / "paintings" / "metadata.jsonl"  # the README's Recommend example likes one
+        subprocess.run([*ingest, str(paintings), "--limit", "20", "--quiet"], check=True, env=os.environ, cwd=ROOT)
         yield System(embedder, tagger, search)
     finally:
         for service in reversed(started):
