@@ -31,6 +31,7 @@ install: $(INSTALLED) $(STUBS)
 $(INSTALLED): requirements.lock pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.lock
+	$(PY) scripts/gen_protos.py  # the package includes the generated stubs (vitrine.v1)
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -c "import torch, sentence_transformers, open_clip, grpc, qdrant_edge"
 	@touch $@
