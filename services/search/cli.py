@@ -4,9 +4,11 @@
     vitrine-search load-demo            # the demo collection (Tate records + paintings with images)
     vitrine-search info
     vitrine-search search "sailing ship in a storm"
+    vitrine-search eval --data tate_dev.jsonl.gz --out eval/   # search and recommend quality
 
 Every command is a client of the search service's RPCs (UpsertObjects, GetCollectionInfo,
-Search): the service does the embedding and storing.
+Search): the service does the embedding and storing. `eval` starts a search service of its own
+on a fresh store (see evaluate.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import grpc
 
+from vitrine.search import evaluate
 from vitrine.search.ingest import IngestError, IngestSummary, collection_info, ingest, open_channel
 from vitrine.search.records import DEFAULT_MAX_IMAGE_BYTES, RecordError, count_rows, load_records, read_rows
 from vitrine.search.settings import DEFAULT_ADDRESS
@@ -210,17 +213,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("search", help="Search the collection (quick check from the terminal).")
     p.add_argument("query")
     p.add_argument("--page-size", type=int, default=10)
+
+    p = commands.add_parser(
+        "eval",
+        help="Measure search and recommend quality through a search service of its own (issue #13).",
+        description=evaluate.__doc__.split("\n\n")[2] if evaluate.__doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_arguments(p, DEFAULT_DATA_DIR / "paintings")
     return parser
 
 
 COMMANDS = {"ingest": cmd_ingest, "load-demo": cmd_load_demo, "info": cmd_info, "search": cmd_search}
+# Commands that start and stop processes of their own, and run their event loop themselves.
+SYNC_COMMANDS = {"eval": evaluate.run_eval}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in SYNC_COMMANDS:
+            return SYNC_COMMANDS[args.command](args)
         return asyncio.run(COMMANDS[args.command](args))
-    except (IngestError, RecordError) as exc:
+    except (IngestError, RecordError, evaluate.EvalError) as exc:
         print(f"vitrine-search: {exc}", file=sys.stderr)
         return 1
     except grpc.aio.AioRpcError as exc:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections import Counter as Tally
+from collections.abc import Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -27,10 +28,20 @@ from vitrine.common.errors import (
 from vitrine.common.server import run_server
 from vitrine.common.settings import load_settings
 from vitrine.common.validation import bounded_int, require_count, require_text
+from vitrine.search import keywords
+from vitrine.search.fusion import FusedHit, check_weights, fuse
 from vitrine.search.recommend import cluster_likes, interleave, mean_query
 from vitrine.search.records import content_hash, object_text, object_to_payload, payload_to_object
 from vitrine.search.settings import ENV_PREFIX, SearchSettings
-from vitrine.search.store import AsyncStore, Conditions, ScoredObject, StoredPoint, StoreError, open_store
+from vitrine.search.store import (
+    AsyncStore,
+    Conditions,
+    ScoredObject,
+    SparseVector,
+    StoredPoint,
+    StoreError,
+    open_store,
+)
 from vitrine.v1 import common_pb2, embedder_pb2, search_pb2, search_pb2_grpc
 
 log = logging.getLogger("vitrine.search")
@@ -42,6 +53,13 @@ QUERIES = Counter(
 )
 
 
+DEGRADED = Counter(
+    "vitrine_search_degraded",
+    "Search answers given without some of their signals, by reason (embedder_unavailable: keyword matches only).",
+    ["reason"],
+)
+
+
 def count_answer(method: str, hits: Sequence[object]) -> None:
     QUERIES.labels(method, "nonzero" if hits else "zero").inc()
 
@@ -50,6 +68,18 @@ NO_TEXT_TO_IMAGE = (
     "text-to-image matching needs CLIP weights (VITRINE_EMBEDDER_CLIP_MODEL on the embedder); "
     "results come from the metadata text"
 )
+EMBEDDER_DOWN = (
+    "the embedder is unavailable: these results come from keyword matches only "
+    "(meaning-based matching returns by itself when the embedder is back)"
+)
+# Search signals by their name in SearchRequest.signal_weights.
+SIGNALS = {"text": search_pb2.SIGNAL_TEXT, "keyword": search_pb2.SIGNAL_KEYWORD, "image": search_pb2.SIGNAL_IMAGE}
+# Within the keyword signal: exact words count fully, the typo-tolerant trigram match half
+# (measured on Tate subject queries: fuzzy alone scores about as well as exact words, together
+# they do best; see keywords.py).
+FUZZY_SHARE = 0.5
+# Objects whose vectors are read to choose a spelling correction (enough to count its uses).
+CORRECTION_SAMPLE = 200
 
 MAX_ID_CHARS = 512
 MAX_DELETE_IDS = 1000
@@ -119,6 +149,9 @@ class SearchService:
         )
         # Made in `start`: a grpc.aio channel belongs to the event loop it is created on.
         self._embedder: EmbedderClient | None = None
+        # Query embeddings go through a client of their own: a short deadline and one retry, so a
+        # Search answers quickly (keywords only) when the embedder is down.
+        self._query_embedder: EmbedderClient | None = None
         self.text_model = settings.text_model
         self.image_model = ""
         self.text_to_image = False
@@ -134,6 +167,9 @@ class SearchService:
         # Fail fast on an unusable store folder rather than after waiting for the embedder.
         await self.store.stored_dimensions()
         self._embedder = EmbedderClient(self.settings.embedder_address)
+        self._query_embedder = EmbedderClient(
+            self.settings.embedder_address, timeout_s=self.settings.query_embed_timeout_s, retries=1
+        )
         log.info("waiting for the embedder", extra={"address": self.settings.embedder_address})
         await self.embedder.wait_until_serving(self.settings.embedder_wait_s)
         models = await self.embedder.list_models()
@@ -168,8 +204,9 @@ class SearchService:
 
     async def close(self) -> None:
         await self.store.close()
-        if self._embedder is not None:
-            await self._embedder.close()
+        for client in (self._embedder, self._query_embedder):
+            if client is not None:
+                await client.close()
 
     def check_ready(self) -> None:
         if not self.ready:
@@ -233,7 +270,8 @@ class SearchService:
         self.check_ready()
         self._validate_objects(objects)
         answer = search_pb2.UpsertObjectsResponse()
-        hashes = {obj.id: content_hash(obj, self.models) for obj in objects}
+        # The keyword format is hashed in too: when it changes, stored objects are re-indexed.
+        hashes = {obj.id: content_hash(obj, [*self.models, keywords.VERSION]) for obj in objects}
         stored = await self.store.get(list(hashes), payload_fields=["content_hash"])
         changed = [o for o in objects if o.id not in stored or stored[o.id].payload.get("content_hash") != hashes[o.id]]
         answer.unchanged = len(objects) - len(changed)
@@ -278,7 +316,7 @@ class SearchService:
                 continue
             stored_hash = (PARTIAL_PREFIX if o.id in image_problems else "") + hashes[o.id]
             payload = object_to_payload(o, stored_hash, has_image="image" in vectors[o.id])
-            points.append(StoredPoint(o.id, vectors[o.id], payload))
+            points.append(StoredPoint(o.id, {**vectors[o.id], **keywords.object_vectors(o)}, payload))
         await self.store.upsert(points)
         answer.upserted = len(points)
         if image_problems:
@@ -347,26 +385,160 @@ class SearchService:
             for n, hit in enumerate(found)
         ]
 
+    def _signal_weights(self, requested: Mapping[str, float]) -> dict[str, float]:
+        """The fusion weight of each signal: the server's defaults, overridden by the request."""
+        try:
+            given = check_weights(requested, list(SIGNALS))
+        except ValueError as exc:
+            raise invalid_argument(f"signal_weights: {exc}") from exc
+        weights = {
+            "text": self.settings.weight_text,
+            "keyword": self.settings.weight_keyword,
+            "image": self.settings.weight_image,
+            **given,
+        }
+        if not any(weights.values()):
+            raise invalid_argument("signal_weights: every signal has weight 0; give at least one a positive weight")
+        return weights
+
+    async def _correct(self, query: str) -> dict[str, str]:
+        """Spelling corrections for the query's words that no stored object has: the spelling
+        one edit away that most objects have ({} when every word is known or nothing is near).
+        Uses the store only: the words of the collection are its keyword vectors."""
+        fixes: dict[str, str] = {}
+        words = [w for w in dict.fromkeys(keywords.words(query)) if keywords.correctable(w)]
+        for word in words:
+            if await self.store.sparse_query(keywords.KEYWORDS, keywords.term_vector(keywords.stem(word)), limit=1):
+                continue
+            found = keywords.candidates(word)
+            probe = SparseVector.from_dict(dict.fromkeys(found, 1.0))
+            hits = await self.store.sparse_query(keywords.NGRAMS, probe, limit=CORRECTION_SAMPLE)
+            if not hits:
+                continue
+            points = await self.store.get([h.id for h in hits], payload_fields=[], with_sparse=True)
+            counts = Tally(
+                i for p in points.values() if keywords.NGRAMS in p.vectors for i in p.vectors[keywords.NGRAMS].indices
+            )
+            best = keywords.best_candidate(found, counts)
+            if best is not None:
+                fixes[word] = best
+        return fixes
+
+    async def _keyword_matches(
+        self, query: keywords.KeywordQuery, depth: int, conditions: Conditions | None
+    ) -> list[ScoredObject]:
+        """The keyword signal's ranked list: exact words and trigrams, fused by rank."""
+        exact = (
+            await self.store.sparse_query(keywords.KEYWORDS, query.keywords, depth, conditions)
+            if query.keywords
+            else []
+        )
+        fuzzy = await self.store.sparse_query(keywords.NGRAMS, query.ngrams, depth, conditions) if query.ngrams else []
+        fused = fuse({"exact": exact, "fuzzy": fuzzy}, {"exact": 1.0, "fuzzy": FUZZY_SHARE}, self.settings.fusion_k)
+        return [ScoredObject(h.id, h.score, h.payload) for h in fused[:depth]]
+
+    async def _embed_query(self, model: str, text: str) -> np.ndarray:
+        client = self._query_embedder
+        if client is None:
+            raise unavailable("the search service is starting; retry shortly")
+        try:
+            return (await client.embed_texts(model, [text[:MAX_EMBED_TEXT_CHARS]]))[0]
+        except ServiceError as exc:
+            if exc.code == grpc.StatusCode.UNAVAILABLE:
+                # A fresh channel next time: gRPC would otherwise wait out its reconnect back-off
+                # (up to minutes) before noticing that the embedder is back.
+                await client.close()
+            raise
+
+    async def _dense_matches(
+        self, vector_name: str, model: str, text: str, depth: int, conditions: Conditions | None
+    ) -> list[ScoredObject]:
+        vector = await self._embed_query(model, text)
+        return await self.store.query(vector_name, vector, limit=depth, conditions=conditions)
+
     async def search(self, request: search_pb2.SearchRequest) -> search_pb2.SearchResponse:
+        """Hybrid search: MPNet text-to-metadata, keywords (typo-tolerant) and, with CLIP,
+        text-to-image, each ranking its own candidates under the filter, fused by weighted
+        reciprocal rank. Without the embedder the answer comes from keywords alone and says so."""
         self.check_ready()
         query = require_text(request.query, "query", self.settings.max_query_chars)
         size, offset = self._page(request.page)
         conditions = to_conditions(request.filter)
-        try:
-            vector = (await self.embedder.embed_texts(self.text_model, [query]))[0]
-        except ServiceError as exc:
-            if exc.code == grpc.StatusCode.UNAVAILABLE:
-                raise unavailable(f"search needs the embedder, which is unavailable now: {exc.message}") from exc
-            raise
-        # One extra result tells whether there is a next page.
-        found = await self.store.query("text", vector, limit=size + 1, offset=offset, conditions=conditions)
-        more = len(found) > size
-        count_answer("Search", found)
+        weights = self._signal_weights(request.signal_weights)
+        # The same candidates for every page within the first `candidates` results, so
+        # consecutive pages neither repeat nor skip hits.
+        depth = max(self.settings.candidates, offset + size + 1)
+        notices: list[str] = []
+        unavailable_signals: list[int] = []
+
+        fixes = await self._correct(query)
+        corrected = keywords.apply_corrections(query, fixes) if fixes else query
+        if fixes:
+            notices.append("no object has " + ", ".join(f"'{w}': also searched for '{c}'" for w, c in fixes.items()))
+
+        dense: dict[str, tuple[str, str]] = {}  # signal -> (vector name, embedder model)
+        if weights["text"] > 0:
+            dense["text"] = ("text", self.text_model)
+        if weights["image"] > 0 and self.text_to_image:
+            dense["image"] = ("image", self.image_model)
+        keyword_query = keywords.query_vectors(query, corrected if fixes else None)
+        keyword_list, *dense_lists = await asyncio.gather(
+            self._keyword_matches(keyword_query, depth, conditions),
+            *(self._dense_matches(v, m, corrected, depth, conditions) for v, m in dense.values()),
+            return_exceptions=True,
+        )
+        lists: dict[str, list[ScoredObject]] = {}
+        failure: ServiceError | None = None
+        for name, found in [("keyword", keyword_list), *zip(dense, dense_lists, strict=True)]:
+            if isinstance(found, ServiceError) and name != "keyword":
+                failure = found
+            elif isinstance(found, BaseException):
+                raise found
+            elif name != "keyword" or weights["keyword"] > 0:
+                lists[name] = found
+        if not self.text_to_image:
+            unavailable_signals.append(search_pb2.SIGNAL_IMAGE)
+            notices.append(NO_TEXT_TO_IMAGE)
+        if failure is not None:
+            reason = "embedder_unavailable" if failure.code == grpc.StatusCode.UNAVAILABLE else "embedder_error"
+            DEGRADED.labels(reason).inc()
+            log.warning("search without the embedder", extra={"reason": reason, "error": failure.message})
+            missing = [n for n in dense if n not in lists]
+            unavailable_signals.extend(SIGNALS[n] for n in missing)
+            if len(missing) < len(dense):
+                notices.append(f"the embedder failed: no {' or '.join(missing)} matching in these results")
+            else:
+                notices.append(EMBEDDER_DOWN)
+            if not lists:
+                # Only meaning-based signals were asked for and none could run: keyword matches
+                # rather than nothing.
+                lists["keyword"] = keyword_list
+                weights = {**weights, "keyword": 1.0}
+
+        # An accession number in the query puts that object first (found by the keyword signal).
+        wanted_ids = keywords.id_like(query)
+        first = [i for i in {h.id for h in lists.get("keyword", [])} if keywords.fold(i) in wanted_ids]
+        fused = fuse(lists, weights, self.settings.fusion_k, first=first)
+        page = fused[offset : offset + size]
+        count_answer("Search", page)
         return search_pb2.SearchResponse(
-            hits=self._hits(found[:size], search_pb2.SIGNAL_TEXT, offset + 1),
-            page=common_pb2.PageInfo(next_page_token=str(offset + size) if more else "", total_size=-1),
-            unavailable_signals=[] if self.text_to_image else [search_pb2.SIGNAL_IMAGE],
-            notices=[] if self.text_to_image else [NO_TEXT_TO_IMAGE],
+            hits=[self._fused_hit(h) for h in page],
+            page=common_pb2.PageInfo(
+                next_page_token=str(offset + size) if len(fused) > offset + size else "", total_size=-1
+            ),
+            unavailable_signals=sorted(set(unavailable_signals)),
+            notices=notices,
+        )
+
+    @staticmethod
+    def _fused_hit(hit: FusedHit) -> search_pb2.SearchHit:
+        return search_pb2.SearchHit(
+            object=payload_to_object(hit.id, hit.payload),
+            score=hit.score,
+            signals=[
+                search_pb2.SignalMatch(signal=SIGNALS[name], rank=match.rank, score=match.score)
+                for name, match in sorted(hit.matches.items(), key=lambda m: SIGNALS[m[0]])
+            ],
         )
 
     async def more_like_this(self, request: search_pb2.MoreLikeThisRequest) -> search_pb2.MoreLikeThisResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from vitrine.common.settings import ServerSettings, setting
 
@@ -34,3 +35,30 @@ class SearchSettings(ServerSettings):
     default_page_size: int = setting(12, "Hits a page holds when the request does not say.")
     max_page_size: int = setting(100, "Most hits one page may hold.")
     max_offset: int = setting(10_000, "Deepest result a page may start at (deep paging costs a full scan).")
+    candidates: int = setting(
+        200, "Candidates each signal brings to the fusion of one Search (more when a page starts deeper)."
+    )
+    weight_text: float = setting(1.0, "Fusion weight of MPNet text-to-metadata matches (Search signal_weights 'text').")
+    weight_keyword: float = setting(1.0, "Fusion weight of keyword matches (Search signal_weights 'keyword').")
+    weight_image: float = setting(1.0, "Fusion weight of CLIP text-to-image matches (Search signal_weights 'image').")
+    fusion_k: float = setting(10.0, "Reciprocal rank fusion constant: a hit at rank r adds weight / (k + r).")
+    query_embed_timeout_s: float = setting(
+        5.0, "How long Search waits for the embedder before answering with keyword matches only."
+    )
+
+    def __post_init__(self) -> None:
+        weights = {
+            "weight_text": self.weight_text,
+            "weight_keyword": self.weight_keyword,
+            "weight_image": self.weight_image,
+        }
+        for name, value in weights.items():
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()} must be a number of 0 or more, not {value}")
+        if not any(weights.values()):
+            raise ValueError(f"the fusion weights ({ENV_PREFIX}WEIGHT_*) are all 0: at least one must be positive")
+        if self.candidates < 1 or not self.fusion_k > 0 or not self.query_embed_timeout_s > 0:
+            raise ValueError(
+                f"{ENV_PREFIX}CANDIDATES must be 1 or more, {ENV_PREFIX}FUSION_K and "
+                f"{ENV_PREFIX}QUERY_EMBED_TIMEOUT_S more than 0"
+            )

@@ -1,5 +1,7 @@
 """The vector store: one collection of collection objects, each a point with named dense vectors
-(`text`, and `image` when the object has one) and its catalogue fields as payload.
+(`text`, and `image` when the object has one), named sparse vectors (`keywords` and `ngrams`,
+see keywords.py; the store applies IDF to them, so a sparse query scores like BM25) and its
+catalogue fields as payload.
 
 This is the only module that imports a Qdrant library. `VectorStore` is the interface the service
 codes against; `EmbeddedStore` runs the Qdrant engine in-process (qdrant-edge, files in a folder,
@@ -28,6 +30,8 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 VECTOR_NAMES = ("text", "image")
+# Sparse vectors every collection has, scored with Qdrant's IDF modifier.
+SPARSE_VECTOR_NAMES = ("keywords", "ngrams")
 # Payload fields with an index, and the field holding the museum's own id.
 ID_FIELD = "museum_id"
 KEYWORD_FIELDS = (ID_FIELD, "artist", "classification", "medium", "subjects")
@@ -53,6 +57,18 @@ class DimensionMismatch(StoreError):
     """The stored collection was built with vectors of other dimensions than the models give."""
 
 
+class OutdatedCollection(StoreError):
+    """The stored collection was made by an older Vitrine (without the sparse keyword vectors)."""
+
+
+def _outdated(collection: str, where: str, missing: Sequence[str]) -> OutdatedCollection:
+    return OutdatedCollection(
+        f"collection {collection!r} {where} was made by an older Vitrine: it has no {', '.join(missing)} vectors "
+        f"for keyword search. Ingest the collection again into a fresh one (another VITRINE_SEARCH_COLLECTION "
+        f"or VITRINE_SEARCH_DATA_DIR), or delete this one and re-ingest."
+    )
+
+
 @dataclass(frozen=True)
 class Conditions:
     """Store-neutral filter. Every set field must match (AND); values within a field are ORs."""
@@ -76,12 +92,32 @@ class Conditions:
         return [(key, list(values)) for key, values in terms if values]
 
 
+@dataclass(frozen=True)
+class SparseVector:
+    """A sparse vector: term ids (ascending, distinct) and their weights."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+    @classmethod
+    def from_dict(cls, weights: Mapping[int, float]) -> SparseVector:
+        ordered = sorted((int(i), float(v)) for i, v in weights.items() if v)
+        return cls(tuple(i for i, _ in ordered), tuple(v for _, v in ordered))
+
+    def as_dict(self) -> dict[int, float]:
+        return dict(zip(self.indices, self.values, strict=True))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 @dataclass
 class StoredPoint:
-    """One object as stored: its museum id, vectors by name, payload."""
+    """One object as stored: its museum id, vectors by name (dense arrays, and `SparseVector`s
+    under the sparse names), payload."""
 
     id: str
-    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    vectors: dict[str, np.ndarray | SparseVector] = field(default_factory=dict)
     payload: dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,7 +141,8 @@ class VectorStore(ABC):
 
     @abstractmethod
     def stored_dimensions(self) -> dict[str, int] | None:
-        """Vector dimensions of the existing collection, or None when there is none yet."""
+        """Dense vector dimensions of the existing collection, or None when there is none yet.
+        Raises `OutdatedCollection` when it lacks the sparse vectors (an older Vitrine made it)."""
 
     @abstractmethod
     def _create(self, dims: Mapping[str, int]) -> None: ...
@@ -158,8 +195,14 @@ class VectorStore(ABC):
             if not p.vectors:
                 raise StoreError(f"point {p.id!r} has no vector")
             for name, vector in p.vectors.items():
+                if name in SPARSE_VECTOR_NAMES:
+                    _check_sparse(vector, f"point {p.id!r}: sparse vector {name!r}")
+                    continue
                 if name not in dims:
-                    raise StoreError(f"point {p.id!r}: unknown vector {name!r} (collection has {sorted(dims)})")
+                    raise StoreError(
+                        f"point {p.id!r}: unknown vector {name!r} "
+                        f"(collection has {sorted(dims)} and sparse {list(SPARSE_VECTOR_NAMES)})"
+                    )
                 if np.shape(vector) != (dims[name],):
                     raise DimensionMismatch(
                         f"point {p.id!r}: vector {name!r} has shape {np.shape(vector)}, expected ({dims[name]},)"
@@ -168,14 +211,26 @@ class VectorStore(ABC):
             self._upsert(points)
 
     def get(
-        self, ids: Sequence[str], with_vectors: bool = False, payload_fields: Sequence[str] | None = None
+        self,
+        ids: Sequence[str],
+        with_vectors: bool = False,
+        payload_fields: Sequence[str] | None = None,
+        with_sparse: bool = False,
     ) -> dict[str, StoredPoint]:
         """The stored points of these museum ids (unknown ids are absent from the answer).
+        `with_vectors` gives the dense vectors, `with_sparse` the sparse ones too;
         `payload_fields` limits the payload to those keys (None: all of it)."""
         self.dimensions()
         if not ids:
             return {}
-        return self._get(list(dict.fromkeys(ids)), with_vectors, payload_fields)
+        found = self._get(list(dict.fromkeys(ids)), with_vectors or with_sparse, payload_fields)
+        for point in found.values():
+            point.vectors = {
+                name: vector
+                for name, vector in point.vectors.items()
+                if (with_sparse if name in SPARSE_VECTOR_NAMES else with_vectors)
+            }
+        return found
 
     def get_vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
         """The stored vectors of these ids, by id then vector name (for more-like-this)."""
@@ -213,6 +268,25 @@ class VectorStore(ABC):
         if limit <= 0:
             return []
         return self._query(vector_name, np.asarray(vector, dtype=np.float32), limit, offset, conditions, exclude_ids)
+
+    def sparse_query(
+        self,
+        vector_name: str,
+        vector: SparseVector,
+        limit: int,
+        conditions: Conditions | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[ScoredObject]:
+        """Objects sharing terms with the sparse `vector` in the named sparse space, best first
+        (score: the dot product with the stored weights, each term weighted by its IDF over the
+        collection). Objects sharing no term are never returned."""
+        self.dimensions()
+        if vector_name not in SPARSE_VECTOR_NAMES:
+            raise StoreError(f"unknown sparse vector {vector_name!r} (collection has {list(SPARSE_VECTOR_NAMES)})")
+        _check_sparse(vector, f"query vector for {vector_name!r}")
+        if limit <= 0 or not len(vector):
+            return []
+        return self._sparse_query(vector_name, vector, limit, conditions, exclude_ids)
 
     def recommend(
         self,
@@ -261,6 +335,16 @@ class VectorStore(ABC):
     ) -> list[ScoredObject]: ...
 
     @abstractmethod
+    def _sparse_query(
+        self,
+        vector_name: str,
+        vector: SparseVector,
+        limit: int,
+        conditions: Conditions | None,
+        exclude_ids: Sequence[str],
+    ) -> list[ScoredObject]: ...
+
+    @abstractmethod
     def _recommend(
         self,
         vector_name: str,
@@ -279,10 +363,38 @@ def _payload(point: StoredPoint) -> dict[str, Any]:
     return {**point.payload, ID_FIELD: point.id}
 
 
-def _vectors_as_arrays(raw: Any) -> dict[str, np.ndarray]:
+_MAX_SPARSE_INDEX = 2**32 - 1
+
+
+def _check_sparse(vector: Any, what: str) -> None:
+    if not isinstance(vector, SparseVector):
+        raise StoreError(f"{what} must be a SparseVector, not {type(vector).__name__}")
+    if len(vector.indices) != len(vector.values):
+        raise StoreError(f"{what} has {len(vector.indices)} indices but {len(vector.values)} values")
+    if any(not 0 <= i <= _MAX_SPARSE_INDEX for i in vector.indices):
+        raise StoreError(f"{what} has an index outside 0..2^32-1")
+    if len(set(vector.indices)) != len(vector.indices):
+        raise StoreError(f"{what} has repeated indices")
+    if not all(np.isfinite(vector.values)):
+        raise StoreError(f"{what} has a value that is not a finite number")
+
+
+def _vectors_as_arrays(raw: Any) -> dict[str, np.ndarray | SparseVector]:
+    """Named vectors of either library: dense as float32 arrays, sparse as `SparseVector`s."""
     if not isinstance(raw, dict):
         return {}
-    return {name: np.asarray(values, dtype=np.float32) for name, values in raw.items()}
+    vectors: dict[str, np.ndarray | SparseVector] = {}
+    for name, values in raw.items():
+        if hasattr(values, "indices"):
+            vectors[name] = SparseVector(tuple(int(i) for i in values.indices), tuple(float(v) for v in values.values))
+        else:
+            vectors[name] = np.asarray(values, dtype=np.float32)
+    return vectors
+
+
+def _scored(hits: Sequence[Any]) -> list[ScoredObject]:
+    """Query answers (of either library) as ScoredObjects, best first."""
+    return [ScoredObject(h.payload[ID_FIELD], float(h.score), dict(h.payload)) for h in hits if h.payload]
 
 
 def _points(records: Sequence[Any], with_vectors: bool, payload_fields: Sequence[str] | None) -> dict[str, StoredPoint]:
@@ -325,7 +437,8 @@ class EmbeddedStore(VectorStore):
     def _config(self, dims: Mapping[str, int]) -> Any:
         qe = self._qe
         vectors = {name: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine) for name, size in dims.items()}
-        return qe.EdgeConfig(vectors=vectors, wal_enabled=True)
+        sparse = {name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for name in SPARSE_VECTOR_NAMES}
+        return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse, wal_enabled=True)
 
     def stored_dimensions(self) -> dict[str, int] | None:
         config_file = self.path / "edge_config.json"
@@ -334,11 +447,16 @@ class EmbeddedStore(VectorStore):
                 raise StoreError(f"{self.path} exists but holds no vector store: move it away or pick another folder")
             return None
         try:
-            vectors = json.loads(config_file.read_text())["vectors"]
-            return {name: int(params["size"]) for name, params in vectors.items()}
-        except (KeyError, TypeError, ValueError) as exc:
+            config = json.loads(config_file.read_text())
+            dims = {name: int(params["size"]) for name, params in config["vectors"].items()}
+            sparse = config.get("sparse_vectors") or {}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             # The engine's own file; if its layout changes, the engine still checks on load.
             raise StoreError(f"cannot read the vector configuration in {config_file}: {exc}") from exc
+        missing = [name for name in SPARSE_VECTOR_NAMES if name not in sparse]
+        if missing:
+            raise _outdated(self.collection, f"in {self.path}", missing)
+        return dims
 
     def _create(self, dims: Mapping[str, int]) -> None:
         qe = self._qe
@@ -395,13 +513,15 @@ class EmbeddedStore(VectorStore):
             return None
         return qe.Filter(must=must or None, must_not=must_not or None)
 
+    def _vector(self, vector: np.ndarray | SparseVector) -> Any:
+        if isinstance(vector, SparseVector):
+            return self._qe.SparseVector(list(vector.indices), list(vector.values))
+        return np.asarray(vector, dtype=np.float32).tolist()
+
     def _upsert(self, points: Sequence[StoredPoint]) -> None:
         qe = self._qe
         batch = [
-            qe.Point(
-                point_id(p.id), {n: np.asarray(v, dtype=np.float32).tolist() for n, v in p.vectors.items()}, _payload(p)
-            )
-            for p in points
+            qe.Point(point_id(p.id), {n: self._vector(v) for n, v in p.vectors.items()}, _payload(p)) for p in points
         ]
         self._shard.update(qe.UpdateOperation.upsert_points(batch))
 
@@ -436,8 +556,25 @@ class EmbeddedStore(VectorStore):
             with_payload=True,
             with_vector=False,
         )
-        hits = self._shard.query(request)
-        return [ScoredObject(h.payload[ID_FIELD], float(h.score), dict(h.payload)) for h in hits if h.payload]
+        return _scored(self._shard.query(request))
+
+    def _sparse_query(
+        self,
+        vector_name: str,
+        vector: SparseVector,
+        limit: int,
+        conditions: Conditions | None,
+        exclude_ids: Sequence[str],
+    ) -> list[ScoredObject]:
+        qe = self._qe
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(self._vector(vector), using=vector_name),
+            filter=self._filter(conditions, exclude_ids),
+            with_payload=True,
+            with_vector=False,
+        )
+        return _scored(self._shard.query(request))
 
     def _recommend(
         self,
@@ -457,8 +594,7 @@ class EmbeddedStore(VectorStore):
             with_payload=True,
             with_vector=False,
         )
-        hits = self._shard.query(request)
-        return [ScoredObject(h.payload[ID_FIELD], float(h.score), dict(h.payload)) for h in hits if h.payload]
+        return _scored(self._shard.query(request))
 
     def optimize(self) -> bool:
         """Build the HNSW index (slow, blocking): for batch jobs, never in the serving path."""
@@ -500,16 +636,20 @@ class ServerStore(VectorStore):
     def stored_dimensions(self) -> dict[str, int] | None:
         if not self._client.collection_exists(self.collection):
             return None
-        vectors = self._client.get_collection(self.collection).config.params.vectors
-        if not isinstance(vectors, dict):
+        params = self._client.get_collection(self.collection).config.params
+        if not isinstance(params.vectors, dict):
             raise StoreError(f"collection {self.collection!r} has an unnamed vector: it was not made by Vitrine")
-        return {name: int(params.size) for name, params in vectors.items()}
+        missing = [name for name in SPARSE_VECTOR_NAMES if name not in (params.sparse_vectors or {})]
+        if missing:
+            raise _outdated(self.collection, "on the Qdrant server", missing)
+        return {name: int(p.size) for name, p in params.vectors.items()}
 
     def _create(self, dims: Mapping[str, int]) -> None:
         m = self._models
         self._client.create_collection(
             self.collection,
             vectors_config={name: m.VectorParams(size=size, distance=m.Distance.COSINE) for name, size in dims.items()},
+            sparse_vectors_config={name: m.SparseVectorParams(modifier=m.Modifier.IDF) for name in SPARSE_VECTOR_NAMES},
         )
         self._ensure_indexes()
 
@@ -548,13 +688,16 @@ class ServerStore(VectorStore):
             return None
         return m.Filter(must=must or None, must_not=must_not or None)
 
+    def _vector(self, vector: np.ndarray | SparseVector) -> Any:
+        if isinstance(vector, SparseVector):
+            return self._models.SparseVector(indices=list(vector.indices), values=list(vector.values))
+        return np.asarray(vector, dtype=np.float32).tolist()
+
     def _upsert(self, points: Sequence[StoredPoint]) -> None:
         m = self._models
         structs = [
             m.PointStruct(
-                id=str(point_id(p.id)),
-                vector={n: np.asarray(v, dtype=np.float32).tolist() for n, v in p.vectors.items()},
-                payload=_payload(p),
+                id=str(point_id(p.id)), vector={n: self._vector(v) for n, v in p.vectors.items()}, payload=_payload(p)
             )
             for p in points
         ]
@@ -592,7 +735,25 @@ class ServerStore(VectorStore):
             offset=offset or None,
             with_payload=True,
         )
-        return [ScoredObject(p.payload[ID_FIELD], float(p.score), dict(p.payload)) for p in answer.points if p.payload]
+        return _scored(answer.points)
+
+    def _sparse_query(
+        self,
+        vector_name: str,
+        vector: SparseVector,
+        limit: int,
+        conditions: Conditions | None,
+        exclude_ids: Sequence[str],
+    ) -> list[ScoredObject]:
+        answer = self._client.query_points(
+            self.collection,
+            query=self._vector(vector),
+            using=vector_name,
+            query_filter=self._filter(conditions, exclude_ids),
+            limit=limit,
+            with_payload=True,
+        )
+        return _scored(answer.points)
 
     def _recommend(
         self,
@@ -615,7 +776,7 @@ class ServerStore(VectorStore):
             limit=limit,
             with_payload=True,
         )
-        return [ScoredObject(p.payload[ID_FIELD], float(p.score), dict(p.payload)) for p in answer.points if p.payload]
+        return _scored(answer.points)
 
     def close(self) -> None:
         self._client.close()
@@ -658,9 +819,13 @@ class AsyncStore:
         await self._run(self.store.upsert, points)
 
     async def get(
-        self, ids: Sequence[str], with_vectors: bool = False, payload_fields: Sequence[str] | None = None
+        self,
+        ids: Sequence[str],
+        with_vectors: bool = False,
+        payload_fields: Sequence[str] | None = None,
+        with_sparse: bool = False,
     ) -> dict[str, StoredPoint]:
-        return await self._run(self.store.get, ids, with_vectors, payload_fields)
+        return await self._run(self.store.get, ids, with_vectors, payload_fields, with_sparse)
 
     async def get_vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
         return await self._run(self.store.get_vectors, ids)
@@ -681,6 +846,16 @@ class AsyncStore:
         exclude_ids: Sequence[str] = (),
     ) -> list[ScoredObject]:
         return await self._run(self.store.query, vector_name, vector, limit, offset, conditions, exclude_ids)
+
+    async def sparse_query(
+        self,
+        vector_name: str,
+        vector: SparseVector,
+        limit: int,
+        conditions: Conditions | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[ScoredObject]:
+        return await self._run(self.store.sparse_query, vector_name, vector, limit, conditions, exclude_ids)
 
     async def recommend(
         self,

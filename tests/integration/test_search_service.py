@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.servers import ServiceProcess, running_service, start_service
+from tests.servers import LOG_DIR, ServiceProcess, running_service, start_service
+from vitrine.launcher import start_service as launch
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,24 +148,108 @@ def test_search_finds_ships_at_sea(loaded: tuple[str, str], stub: search_pb2_grp
     assert len(answer.hits) == 12  # the default page size
     top = [h.object.id for h in answer.hits[:5]]
     assert len(sea_ids.intersection(top)) >= 3, [h.object.title for h in answer.hits[:5]]
-    for rank, hit in enumerate(answer.hits, start=1):
-        (signal,) = hit.signals
-        assert signal.signal == search_pb2.SIGNAL_TEXT and signal.rank == rank
-        assert signal.score == pytest.approx(hit.score)
+    for hit in answer.hits:
+        # Each hit lists the signals that found it, with its rank in each; the fused score is
+        # their reciprocal ranks (default weights 1, k = 10).
+        names = [s.signal for s in hit.signals]
+        assert search_pb2.SIGNAL_TEXT in names and set(names) <= {search_pb2.SIGNAL_TEXT, search_pb2.SIGNAL_KEYWORD}
+        assert hit.score == pytest.approx(sum(1 / (10 + s.rank) for s in hit.signals), rel=1e-5)
     scores = [h.score for h in answer.hits]
     assert scores == sorted(scores, reverse=True)
     # No CLIP weights here: the answer says text-to-image matching was not available.
     assert list(answer.unavailable_signals) == [search_pb2.SIGNAL_IMAGE]
     assert "CLIP" in answer.notices[0]
 
-    # The next page continues where the first stopped.
+    # The next page continues where the first stopped: together they are the first 24.
     assert answer.page.next_page_token == "12"
     page2 = stub.Search(
         search_pb2.SearchRequest(query="sailing ship in a storm", page=common_pb2.PageRequest(page_token="12")),
         timeout=30,
     )
-    assert page2.hits[0].signals[0].rank == 13
-    assert not {h.object.id for h in page2.hits} & {h.object.id for h in answer.hits}
+    both = stub.Search(
+        search_pb2.SearchRequest(query="sailing ship in a storm", page=common_pb2.PageRequest(page_size=24)),
+        timeout=30,
+    )
+    assert [h.object.id for h in [*answer.hits, *page2.hits]] == [h.object.id for h in both.hits]
+
+
+def _signals(hit: search_pb2.SearchHit) -> dict[int, int]:
+    """Signal -> the hit's rank in that signal's list."""
+    return {s.signal: s.rank for s in hit.signals}
+
+
+def _search(stub: search_pb2_grpc.SearchServiceStub, query: str, **fields: Any) -> search_pb2.SearchResponse:
+    return stub.Search(search_pb2.SearchRequest(query=query, **fields), timeout=30)
+
+
+def test_hybrid_search_needs_not_every_word(
+    loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub, tate: Any
+) -> None:
+    # "ancient Chinese vase" used to return nothing because every word had to match. No object
+    # here has all of these words; the one with most of them comes first, found by both signals.
+    query = "medieval saint fighting a dragon vase"
+    texts = [json.dumps(r).lower() for r in tate[2]] + PAINTINGS.read_text().lower().splitlines()[:N_PAINTINGS]
+    assert not [t for t in texts if all(w in t for w in ("saint", "dragon", "vase"))]
+    answer = _search(stub, query)
+    assert len(answer.hits) == 12
+    first = answer.hits[0]
+    assert first.object.id == "wikidata-Q19912023", [
+        h.object.title for h in answer.hits[:3]
+    ]  # Saint Michael and the Dragon
+    assert _signals(first).keys() == {search_pb2.SIGNAL_TEXT, search_pb2.SIGNAL_KEYWORD}
+    assert _signals(first)[search_pb2.SIGNAL_KEYWORD] == 1
+    # Other saints are found by the keyword "saint" as well.
+    keyword_hits = [h for h in answer.hits if search_pb2.SIGNAL_KEYWORD in _signals(h)]
+    assert len(keyword_hits) >= 5 and all("saint" in h.object.title.lower() for h in keyword_hits[:5])
+
+
+def test_accession_numbers_and_exact_words_come_first(
+    loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub
+) -> None:
+    for query, expected in [("D21175", "D21175"), ("d21175", "D21175"), ("met-247009", "met-247009")]:
+        first = _search(stub, query).hits[0]
+        assert first.object.id == expected, query
+        assert _signals(first)[search_pb2.SIGNAL_KEYWORD] == 1
+    # "photo" finds "Photograph, gelatin silver print" (a word that starts the same).
+    first = _search(stub, "photo").hits[0]
+    assert first.object.id == "P80143" and search_pb2.SIGNAL_KEYWORD in _signals(first)
+
+
+def test_a_typo_still_finds_the_object(loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub) -> None:
+    for query, expected, fixed in [
+        ("Dormiton of the Virgin", "wikidata-Q78632682", "dormition"),  # a letter missing
+        ("Gainsbrough", "N01482", "gainsborough"),
+        ("Taima Mandlaa", "wikidata-Q78850435", "mandala"),  # two letters swapped
+    ]:
+        answer = _search(stub, query)
+        top = [h.object.id for h in answer.hits[:3]]
+        assert expected in top, (query, [h.object.title for h in answer.hits[:3]])
+        hit = answer.hits[top.index(expected)]
+        assert search_pb2.SIGNAL_KEYWORD in _signals(hit)
+        assert any(f"'{fixed}'" in n.lower() for n in answer.notices), answer.notices
+    # A query whose words all exist is left as it is.
+    assert not [n for n in _search(stub, "Dormition of the Virgin").notices if "also searched" in n]
+
+
+def test_signal_weights(loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub) -> None:
+    text_only = _search(stub, "sailing boats", signal_weights={"text": 1, "keyword": 0, "image": 0})
+    assert len(text_only.hits) == 12
+    assert all(_signals(h).keys() == {search_pb2.SIGNAL_TEXT} for h in text_only.hits)
+    keyword_only = _search(stub, "sailing boats", signal_weights={"text": 0})
+    assert keyword_only.hits and all(_signals(h).keys() == {search_pb2.SIGNAL_KEYWORD} for h in keyword_only.hits)
+    assert [_signals(h)[search_pb2.SIGNAL_KEYWORD] for h in keyword_only.hits] == list(
+        range(1, len(keyword_only.hits) + 1)
+    )
+
+    cases = [
+        ({"colour": 1.0}, "'colour'"),
+        ({"text": -1.0}, "'text'"),
+        ({"keyword": float("nan")}, "'keyword'"),
+        ({"text": 0.0, "keyword": 0.0, "image": 0.0}, "weight 0"),
+    ]
+    for weights, fragment in cases:
+        code, details = _code(stub.Search, search_pb2.SearchRequest(query="boats", signal_weights=weights))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and fragment in details, (weights, details)
 
 
 def test_search_filters(loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub) -> None:
@@ -348,10 +434,31 @@ def test_restart_keeps_the_collection_and_embedder_outage_is_unavailable(
             assert info.objects == 50 + N_PAINTINGS
             assert "0 upserted, 50 unchanged" in cli(restarted, "ingest", str(tate[0]), "--quiet")
 
-            # Without the embedder, search says so; reading stored objects still works.
+            # Without the embedder, search answers from keywords and says so; reading stored
+            # objects still works.
             embedder.stop()
-            code, details = _code(stub.Search, search_pb2.SearchRequest(query="ship"))
-            assert code == grpc.StatusCode.UNAVAILABLE and "embedder" in details
+            answer = _search(stub, "Sailing Boats off Coast")
+            assert answer.hits[0].object.id == "D24130"
+            assert all(_signals(h).keys() == {search_pb2.SIGNAL_KEYWORD} for h in answer.hits)
+            assert set(answer.unavailable_signals) == {search_pb2.SIGNAL_TEXT, search_pb2.SIGNAL_IMAGE}
+            assert any("embedder is unavailable" in n for n in answer.notices)
+            # Also when only the text signal was asked for: keyword matches rather than nothing.
+            assert _search(stub, "Rhine passenger boat", signal_weights={"keyword": 0}).hits[0].object.id == "D28611"
+            with urllib.request.urlopen(restarted.metrics_url, timeout=10) as page:
+                metrics = page.read().decode()
+            assert re.search(r'vitrine_search_degraded_total\{reason="embedder_unavailable"\} [2-9]', metrics)
             assert stub.GetObject(search_pb2.GetObjectRequest(id="met-247009"), timeout=10).object.id == "met-247009"
+
+            # The embedder comes back (same port, text model only): the next search uses it again.
+            back = launch(
+                "embedder", LOG_DIR, {**embedder.env, "VITRINE_EMBEDDER_MODELS": "minilm"}, port=embedder.port
+            )
+            try:
+                back.wait_serving(120)
+                answer = _search(stub, "Sailing Boats off Coast")
+                assert search_pb2.SIGNAL_TEXT in _signals(answer.hits[0])
+                assert list(answer.unavailable_signals) == [search_pb2.SIGNAL_IMAGE]
+            finally:
+                back.stop()
     finally:
         restarted.stop()

@@ -5,6 +5,7 @@ Vectors are synthetic: three well-separated clusters, so the expected neighbours
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,9 @@ from vitrine.search.store import (
     Conditions,
     DimensionMismatch,
     EmbeddedStore,
+    OutdatedCollection,
     ServerStore,
+    SparseVector,
     StoredPoint,
     StoreError,
     VectorStore,
@@ -292,3 +295,126 @@ def test_embedded_store_survives_a_killed_process(tmp_path: Path) -> None:
     hits = store.query("text", TEXT_CENTRES[2], limit=3)
     assert {h.payload["artist"] for h in hits} == {"Constable"}
     store.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Sparse keyword vectors
+# ----------------------------------------------------------------------------------------------
+
+TERMS = {"sea": 1, "ship": 2, "tree": 3, "turner": 4, "rare": 5}
+
+
+def sparse(**weights: float) -> SparseVector:
+    return SparseVector.from_dict({TERMS[t]: w for t, w in weights.items()})
+
+
+def with_keywords(points: list[StoredPoint]) -> list[StoredPoint]:
+    """The test points with a `keywords` vector: cluster 0 has sea and ship, the others tree;
+    Turner's works (cluster 0) also "turner"; T00005 alone has "rare"."""
+    for n, p in enumerate(points):
+        terms = {"sea": 1.0, "ship": 1.0 + (n % 3), "turner": 1.0} if p.payload["artist"] == "Turner" else {"tree": 1.0}
+        if n == 5:
+            terms["rare"] = 1.0
+        p.vectors["keywords"] = sparse(**terms)
+        if n % 2:
+            p.vectors["ngrams"] = sparse(sea=1.0)
+    return points
+
+
+@pytest.fixture
+def keyword_store(factory: StoreFactory) -> VectorStore:
+    s = factory()
+    s.ensure_collection(DIMS)
+    s.upsert(with_keywords(make_points()))
+    return s
+
+
+def test_sparse_vectors_round_trip(keyword_store: VectorStore) -> None:
+    got = keyword_store.get(["T00005", "T00020"], with_sparse=True)
+    assert got["T00005"].vectors["keywords"] == sparse(sea=1.0, ship=3.0, turner=1.0, rare=1.0)
+    assert got["T00005"].vectors["ngrams"] == sparse(sea=1.0)
+    assert set(got["T00020"].vectors) == {"keywords"}  # sparse only: no dense vector asked for
+    # Dense vectors alone unless sparse ones are asked for (GetObject lists dense vectors).
+    assert set(keyword_store.get(["T00005"], with_vectors=True)["T00005"].vectors) == {"text", "image"}
+    assert set(keyword_store.get_vectors(["T00005"])["T00005"]) == {"text", "image"}
+
+
+def test_sparse_query_scores_with_idf(keyword_store: VectorStore) -> None:
+    hits = keyword_store.sparse_query("keywords", sparse(ship=1.0, rare=1.0), limit=100)
+    # Only objects sharing a term; "rare" (1 object of 36) weighs far more than "ship" (12).
+    assert len(hits) == 12 and {h.payload["artist"] for h in hits} == {"Turner"}
+    assert hits[0].id == "T00005"
+    idf = {n: math.log(1 + (36 - n + 0.5) / (n + 0.5)) for n in (1, 12)}
+    assert hits[0].score == pytest.approx(3.0 * idf[12] + idf[1], rel=1e-4)
+    # Then by the stored weight of "ship" (3, 2, 1 in turn).
+    assert [round(h.score / idf[12], 3) for h in hits[1:]] == sorted([3.0] * 3 + [2.0] * 4 + [1.0] * 4, reverse=True)
+    assert keyword_store.sparse_query("keywords", sparse(tree=1.0), limit=5)[0].payload["artist"] != "Turner"
+
+
+def test_sparse_query_filters_excludes_and_limits(keyword_store: VectorStore) -> None:
+    query = sparse(sea=1.0, tree=1.0)
+    assert len(keyword_store.sparse_query("keywords", query, limit=100)) == 36
+    assert len(keyword_store.sparse_query("keywords", query, limit=7)) == 7
+    filtered = keyword_store.sparse_query("keywords", query, limit=100, conditions=Conditions(artists=("Blake",)))
+    assert len(filtered) == 12 and {h.payload["artist"] for h in filtered} == {"Blake"}
+    excluded = keyword_store.sparse_query("keywords", sparse(rare=1.0, ship=1.0), limit=3, exclude_ids=["T00005"])
+    assert "T00005" not in [h.id for h in excluded] and len(excluded) == 3
+    assert len(keyword_store.sparse_query("ngrams", sparse(sea=1.0), limit=100)) == 18
+    assert keyword_store.sparse_query("keywords", SparseVector((), ()), limit=5) == []
+    assert keyword_store.sparse_query("keywords", SparseVector((99,), (1.0,)), limit=5) == []
+
+
+def test_sparse_vectors_are_replaced_and_deleted_with_the_point(keyword_store: VectorStore) -> None:
+    keyword_store.upsert([StoredPoint("T00005", {"text": TEXT_CENTRES[0]}, {"artist": "Turner", "has_image": False})])
+    assert "T00005" not in [h.id for h in keyword_store.sparse_query("keywords", sparse(rare=1.0), limit=5)]
+    keyword_store.delete(["T00001"])
+    assert "T00001" not in [h.id for h in keyword_store.sparse_query("keywords", sparse(sea=1.0), limit=100)]
+
+
+def test_bad_sparse_vectors_are_refused(keyword_store: VectorStore) -> None:
+    text = {"text": np.ones(16)}
+    cases = [
+        ({**text, "keywords": np.ones(3)}, "SparseVector"),
+        ({**text, "keywords": SparseVector((1, 1), (1.0, 2.0))}, "repeated"),
+        ({**text, "keywords": SparseVector((1, 2), (1.0,))}, "values"),
+        ({**text, "keywords": SparseVector((-1,), (1.0,))}, "outside"),
+        ({**text, "ngrams": SparseVector((1,), (float("nan"),))}, "finite"),
+        ({**text, "sounds": SparseVector((1,), (1.0,))}, "unknown vector"),
+    ]
+    for vectors, fragment in cases:
+        with pytest.raises(StoreError, match=fragment):
+            keyword_store.upsert([StoredPoint("X", vectors, {})])
+    with pytest.raises(StoreError, match="unknown sparse vector"):
+        keyword_store.sparse_query("text", sparse(sea=1.0), limit=3)
+
+
+def test_sparse_vectors_survive_reopening(keyword_store: VectorStore, factory: StoreFactory) -> None:
+    reopened = factory()
+    reopened.ensure_collection(DIMS)
+    assert reopened.sparse_query("keywords", sparse(rare=1.0), limit=3)[0].id == "T00005"
+
+
+def test_a_collection_without_sparse_vectors_asks_for_a_reingest(tmp_path: Path) -> None:
+    """Collections made before keyword search (dense vectors only) are refused with what to do."""
+    import qdrant_edge as qe
+    from qdrant_client import QdrantClient, models
+
+    qe.EdgeShard.create(
+        str(tmp_path / "edge" / "old"),
+        qe.EdgeConfig(
+            vectors={n: qe.EdgeVectorParams(size=s, distance=qe.Distance.Cosine) for n, s in DIMS.items()},
+            wal_enabled=True,
+        ),
+    ).close()
+    client = QdrantClient(path=str(tmp_path / "local"))
+    client.create_collection(
+        "old",
+        vectors_config={n: models.VectorParams(size=s, distance=models.Distance.COSINE) for n, s in DIMS.items()},
+    )
+    client.close()
+    for store in (EmbeddedStore(tmp_path / "edge", "old"), ServerStore("", "old", path=str(tmp_path / "local"))):
+        with pytest.raises(OutdatedCollection, match=r"older Vitrine.*keywords, ngrams.*re-ingest"):
+            store.ensure_collection(DIMS)
+        with pytest.raises(OutdatedCollection):
+            store.stored_dimensions()
+        store.close()
