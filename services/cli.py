@@ -20,6 +20,7 @@ from pathlib import Path
 
 from vitrine.launcher import ServiceProcess, start_service
 
+SHARED_TATE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tate"
 PORTS = {"embedder": (50051, 9101), "tagger": (50052, 9102), "search": (50053, 9103)}
 
 
@@ -55,6 +56,30 @@ Press Ctrl-C to stop.
 """
 
 
+def ensure_tagger_model(model_dir: Path, embedder: str, args: argparse.Namespace, env: dict[str, str]) -> bool:
+    """Train a demo tagger version on first start (none in `model_dir`), through the running
+    embedder; later starts reuse it. The whole training split takes about half an hour on two
+    CPU cores, so the demo version learns from a seeded sample unless --tagger-train-all."""
+    if any(model_dir.glob("*/meta.json")):
+        return True
+    data = SHARED_TATE / "tate_train.jsonl.gz"
+    size = "all" if args.tagger_train_all else str(args.tagger_train_limit)
+    out = model_dir / f"demo-{size}"
+    if args.tagger_train_all:
+        print("training the demo tagger on the whole training split (about 30 minutes on 2 CPU cores) ...")
+    else:
+        print(
+            f"training the demo tagger on a sample of {size} of the 55k training objects (a few minutes; "
+            "`--tagger-train-all` for all of them, `vitrine-tagger train` for your own data) ...",
+            flush=True,
+        )
+    command = [sys.executable, "-m", "vitrine.tagger.cli", "train", "--data", str(data), "--embedder", embedder]
+    command += ["--out", str(out), "--eval-data", str(SHARED_TATE / "tate_dev.jsonl.gz"), "--eval-limit", "1000"]
+    if not args.tagger_train_all:
+        command += ["--limit", size]
+    return subprocess.run(command, env=env).returncode == 0
+
+
 def run(args: argparse.Namespace) -> int:
     var = Path(args.data_dir).resolve()
     log_dir = var / "logs"
@@ -72,10 +97,17 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop_all)
     try:
-        for name, (port, metrics_port) in PORTS.items():
-            services.append(start_service(name, log_dir, env, port=port, metrics_port=metrics_port))
         print(f"starting embedder, tagger, search (logs in {log_dir}) ...", flush=True)
-        for service in services:
+        embedder_port, embedder_metrics = PORTS["embedder"]
+        services.append(start_service("embedder", log_dir, env, port=embedder_port, metrics_port=embedder_metrics))
+        services[0].wait_serving(args.ready_timeout)
+        print(f"  {'embedder':8s} SERVING on {services[0].address}", flush=True)
+        if not args.no_demo and not ensure_tagger_model(var / "tagger" / "models", services[0].address, args, env):
+            print("training the demo tagger failed; the tagger starts without a model", file=sys.stderr)
+        for name in ("tagger", "search"):
+            port, metrics_port = PORTS[name]
+            services.append(start_service(name, log_dir, env, port=port, metrics_port=metrics_port))
+        for service in services[1:]:
             service.wait_serving(args.ready_timeout)
             print(f"  {service.name:8s} SERVING on {service.address}", flush=True)
         addresses = {s.name: s.address for s in services}
@@ -134,6 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     run_parser = commands.add_parser("run", help="start the three services with the demo collection")
     run_parser.add_argument("--all", action="store_true", help="load the whole demo collection, not the default subset")
     run_parser.add_argument("--no-demo", action="store_true", help="start the services without loading the demo")
+    run_parser.add_argument(
+        "--tagger-train-limit", type=int, default=4000, help="training objects of the demo tagger (first start)"
+    )
+    run_parser.add_argument("--tagger-train-all", action="store_true", help="train the demo tagger on all 55k objects")
     run_parser.add_argument("--data-dir", default="var", help="where the store, trained models and logs live")
     run_parser.add_argument("--ready-timeout", type=float, default=600, help="seconds each service may take to start")
     run_parser.set_defaults(func=run)

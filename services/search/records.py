@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from vitrine.common.objects import object_text  # noqa: F401  (re-exported: search's text is common)
 from vitrine.search.fetch import FetchError, FetchSettings, fetch_image_bytes
 from vitrine.v1 import common_pb2
 
@@ -283,22 +284,6 @@ def load_records(
 # ----------------------------------------------------------------------------------------------
 # Text to embed, content hash, store payload
 # ----------------------------------------------------------------------------------------------
-
-
-def object_text(obj: common_pb2.CollectionObject) -> str:
-    """The metadata text embedded for an object (and matched by text queries): title, artist,
-    date, medium, classification, movements, description, one sentence each. Curators' subject
-    tags are left out so that the same text can serve to suggest tags without echoing them."""
-    parts = [
-        obj.title,
-        f"by {obj.artist}" if obj.artist else "",
-        obj.date,
-        obj.medium,
-        obj.classification,
-        f"Movements: {', '.join(obj.movements)}" if obj.movements else "",
-        obj.description,
-    ]
-    return ". ".join(p.strip().rstrip(".") for p in parts if p and p.strip())
 
 
 def content_hash(obj: common_pb2.CollectionObject, models: Iterable[str] = ()) -> str:

@@ -1,37 +1,47 @@
 """The tagger's gRPC servicer and entry point (`python -m vitrine.tagger.server`).
 
-Foundation state: the service starts, loads the vocabulary, waits for the embedder and answers
-GetTaggerInfo and input validation. Suggestions need a trained model (the tagger issue, #12);
-until one exists SuggestTags answers FAILED_PRECONDITION saying so.
+At start-up it loads the vocabulary and the newest trained model version from `model_dir`
+(or the one `model_version` names), checks that the embedder serves the model's text model,
+and answers suggestions with explanations. Without a trained version it still starts and says
+how to train one (SuggestTags answers FAILED_PRECONDITION).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import grpc
+import numpy as np
 
 from vitrine.common.embedder_client import EmbedderClient
 from vitrine.common.errors import failed_precondition, invalid_argument, unavailable, unimplemented
+from vitrine.common.objects import object_text
 from vitrine.common.server import run_server
 from vitrine.common.settings import load_settings
 from vitrine.common.validation import bounded_int
+from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.settings import ENV_PREFIX, TaggerSettings
 from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2, tagger_pb2, tagger_pb2_grpc
 
 log = logging.getLogger("vitrine.tagger")
 
-TEXT_FIELDS = ("title", "artist", "date", "medium", "classification", "description")
+DEFAULT_K = 10
+MAX_K = 100
+STREAM_BATCH = 32
+TRAIN_HINT = (
+    "train one with `vitrine-tagger train --data <objects.jsonl.gz> --out {dir}/<version>` "
+    "(`make run` trains a demo version on first start)"
+)
 
 
-def object_text(obj: common_pb2.CollectionObject) -> str:
-    """The object's text as the models read it (empty when it has none)."""
-    parts = [getattr(obj, f).strip() for f in TEXT_FIELDS]
-    parts += [m.strip() for m in obj.movements]
-    return ". ".join(p for p in parts if p)
+def newest_version(model_dir: Path) -> Path | None:
+    """The most recently trained version folder (by its meta.json's time), if any."""
+    versions = [p.parent for p in model_dir.glob("*/meta.json")]
+    return max(versions, key=lambda p: (p / "meta.json").stat().st_mtime) if versions else None
 
 
 class Tagger:
@@ -39,19 +49,34 @@ class Tagger:
         self.settings = settings
         self.embedder = EmbedderClient(settings.embedder_address, settings.embedder_timeout_s)
         self.vocabulary: Vocabulary | None = None
+        self.model: TaggerModel | None = None
+        self.status_message = ""
 
     async def start(self) -> None:
         self.vocabulary = await asyncio.to_thread(Vocabulary.load, self.settings.vocabulary)
         log.info("vocabulary loaded", extra={"terms": len(self.vocabulary), "path": self.settings.vocabulary})
+        model_dir = Path(self.settings.model_dir)
+        if self.settings.model_version:
+            path: Path | None = model_dir / self.settings.model_version
+        else:
+            path = newest_version(model_dir)
+        if path is None:
+            self.status_message = f"no trained model in {model_dir}: " + TRAIN_HINT.format(dir=model_dir)
+            log.warning("no trained model", extra={"model_dir": str(model_dir)})
+        else:
+            self.model = await asyncio.to_thread(TaggerModel.load, path, self.vocabulary)
+            log.info("model loaded", extra={"version": self.model.version, "path": str(path)})
         await self.embedder.wait_until_serving(self.settings.wait_for_embedder_s)
+        needed = self.model.text_model if self.model else self.settings.text_model
         models = {m.name for m in (await self.embedder.list_models()).models}
-        if self.settings.text_model not in models:
-            raise RuntimeError(f"the embedder has no {self.settings.text_model!r} model (it has {sorted(models)})")
+        if needed not in models:
+            raise RuntimeError(f"the embedder has no {needed!r} model (it has {sorted(models)})")
 
     async def close(self) -> None:
         await self.embedder.close()
 
-    def check_request(self, request: tagger_pb2.SuggestTagsRequest) -> None:
+    def check_request(self, request: tagger_pb2.SuggestTagsRequest) -> int:
+        """Validate; answer k."""
         if self.vocabulary is None:
             raise unavailable("the tagger is still starting; retry in a few seconds")
         if not request.object.id.strip():
@@ -62,13 +87,45 @@ class Tagger:
             raise invalid_argument(
                 f"object {request.object.id!r} has no usable text (title, artist, medium, ...) and no image"
             )
+        if not text:
+            raise invalid_argument(
+                f"object {request.object.id!r} has only an image: this model version reads text "
+                "(title, artist, medium, ...); give at least a title"
+            )
         if len(text) > self.settings.max_text_chars:
             raise invalid_argument(f"object text has {len(text)} characters: at most {self.settings.max_text_chars}")
-        bounded_int(request.k, "k", default=10, max_value=100)
+        k = bounded_int(request.k, "k", default=DEFAULT_K, max_value=MAX_K)
         if not 0.0 <= request.threshold <= 1.0:
             raise invalid_argument(f"threshold is {request.threshold}: it must be between 0 and 1")
         if request.vocabulary and request.vocabulary != "default":
             raise invalid_argument(f"unknown vocabulary {request.vocabulary!r}: this tagger knows 'default'")
+        return k
+
+    async def suggest(self, requests: Sequence[tagger_pb2.SuggestTagsRequest]) -> list[tagger_pb2.SuggestTagsResponse]:
+        ks = [self.check_request(r) for r in requests]
+        model = self.model
+        if model is None:
+            raise failed_precondition(self.status_message)
+        objects = [r.object for r in requests]
+        vectors = await self.embedder.embed_texts(model.text_model, [object_text(o) for o in objects])
+        # Each request may have its own k and threshold: rank once, cut per request.
+        answers = await asyncio.to_thread(self._suggest_sync, model, objects, np.asarray(vectors), requests, ks)
+        return [
+            tagger_pb2.SuggestTagsResponse(object_id=o.id, suggestions=a, model_version=model.version)
+            for o, a in zip(objects, answers, strict=True)
+        ]
+
+    @staticmethod
+    def _suggest_sync(
+        model: TaggerModel,
+        objects: list[common_pb2.CollectionObject],
+        vectors: np.ndarray,
+        requests: Sequence[tagger_pb2.SuggestTagsRequest],
+        ks: list[int],
+    ) -> list[list[tagger_pb2.TagSuggestion]]:
+        inputs = model.inputs(objects, vectors)
+        existing = [set(o.subjects) for o in objects]
+        return model.suggest(inputs, ks, [r.threshold for r in requests], existing)
 
 
 class TaggerServicer(tagger_pb2_grpc.TaggerServiceServicer):
@@ -76,20 +133,49 @@ class TaggerServicer(tagger_pb2_grpc.TaggerServiceServicer):
         self.tagger = tagger
 
     async def SuggestTags(self, request: tagger_pb2.SuggestTagsRequest, context: grpc.aio.ServicerContext):
-        self.tagger.check_request(request)
-        raise failed_precondition("no trained tagger model is loaded yet: training arrives with the tagger issue (#12)")
+        return (await self.tagger.suggest([request]))[0]
+
+    async def StreamSuggestTags(
+        self, request_iterator: AsyncIterator[tagger_pb2.StreamSuggestTagsRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tagger_pb2.StreamSuggestTagsResponse]:
+        batch: list[tagger_pb2.SuggestTagsRequest] = []
+        async for message in request_iterator:
+            batch.append(message.request)
+            if len(batch) >= STREAM_BATCH:
+                for answer in await self.tagger.suggest(batch):
+                    yield tagger_pb2.StreamSuggestTagsResponse(response=answer)
+                batch = []
+        if batch:
+            for answer in await self.tagger.suggest(batch):
+                yield tagger_pb2.StreamSuggestTagsResponse(response=answer)
 
     async def GetTaggerInfo(self, request: tagger_pb2.GetTaggerInfoRequest, context: grpc.aio.ServicerContext):
         vocabulary = self.tagger.vocabulary
-        return tagger_pb2.GetTaggerInfoResponse(
-            model_loaded=False,
+        model = self.tagger.model
+        info = tagger_pb2.GetTaggerInfoResponse(
+            model_loaded=model is not None,
             vocabulary_size=len(vocabulary) if vocabulary else 0,
-            status_message="no trained model yet: training and suggestions arrive with the tagger issue (#12)",
+            status_message=self.tagger.status_message,
         )
-
-    async def StreamSuggestTags(self, request_iterator, context: grpc.aio.ServicerContext):
-        raise unimplemented("StreamSuggestTags arrives with the tagger issue (#12)")
-        yield  # pragma: no cover - makes this an async generator
+        if model is not None:
+            meta = model.meta
+            info.model_version = model.version
+            info.training_objects = int(meta.get("training_objects", 0))
+            info.tags_known = int(meta.get("tags_known", 0))
+            info.components.extend(meta.get("backends", []))
+            info.trained_at = str(meta.get("trained_at", ""))
+            for name, scores in meta.get("evaluation", {}).items():
+                info.evaluation[name].CopyFrom(
+                    tagger_pb2.MethodScores(
+                        p_at_5=scores.get("p@5", 0),
+                        r_at_5=scores.get("r@5", 0),
+                        f1_at_5=scores.get("f1@5", 0),
+                        ndcg_at_10=scores.get("ndcg@10", 0),
+                        unseen_recall_at_10=scores.get("unseen_recall@10", 0),
+                        coverage=scores.get("coverage", 0),
+                    )
+                )
+        return info
 
     async def SubmitFeedback(self, request, context: grpc.aio.ServicerContext):
         raise unimplemented("SubmitFeedback arrives with the tagger-in-production issue (#6)")

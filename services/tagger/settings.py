@@ -24,4 +24,5 @@ class TaggerSettings(ServerSettings):
         "Subject vocabulary: JSON lines {subject, paths} (plain or .gz).",
     )
     model_dir: str = setting("var/tagger/models", "Folder of trained model versions (one sub-folder each).")
+    model_version: str = setting("", "Version (sub-folder of model_dir) to serve; empty = the newest trained.")
     max_text_chars: int = setting(20_000, "Largest total text of one object accepted by SuggestTags.")

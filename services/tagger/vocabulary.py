@@ -23,6 +23,8 @@ class Vocabulary:
     def __init__(self, terms: list[Term]) -> None:
         self.terms = terms
         self.by_subject = {t.subject: t for t in terms}
+        # Tag index: the column of each subject in every score matrix.
+        self.index = {t.subject: i for i, t in enumerate(terms)}
 
     def __len__(self) -> int:
         return len(self.terms)
@@ -32,6 +34,14 @@ class Vocabulary:
 
     def __iter__(self) -> Iterator[Term]:
         return iter(self.terms)
+
+    def tag_text(self, index: int) -> str:
+        """The tag as the semantic models read it: its name."""
+        return self.terms[index].subject
+
+    def top_levels(self) -> list[str]:
+        """The first level of each term's first path ("people", "nature", ...), or ""."""
+        return [t.paths[0].split(">")[0].strip() if t.paths else "" for t in self.terms]
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:

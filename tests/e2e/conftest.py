@@ -1,5 +1,6 @@
-"""The whole system for end-to-end tests: real embedder (MPNet + EfficientNet-Lite0), tagger and
-search on loopback ports, with a slice of the demo collection loaded through the search CLI."""
+"""The whole system for end-to-end tests: real embedder (MPNet, EfficientNet-Lite0, MiniLM), a
+tagger serving a version trained on a Tate slice, and search on loopback ports, with a slice of
+the demo collection loaded through the search CLI."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import ROOT, ServiceProcess, start_service
+from tests.tagger_data import train_small_model, write_slice
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 DEMO_OBJECT = "D00889"  # "A Two-Masted Sailing Ship Seen from the Shore", line 391 of tate_dev
@@ -32,11 +34,19 @@ class System:
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     data_dir: Path = tmp_path_factory.mktemp("system")
-    embedder = start_service("embedder", {"VITRINE_EMBEDDER_MODELS": "mpnet,efficientnet-lite0"})
+    embedder = start_service("embedder", {"VITRINE_EMBEDDER_MODELS": "mpnet,efficientnet-lite0,minilm"})
     started = [embedder]
     try:
-        embedder_env = {"VITRINE_TAGGER_EMBEDDER_ADDRESS": embedder.address}
-        tagger = start_service("tagger", embedder_env)
+        embedder.wait_serving(300)
+        # A real tagger version, trained through the embedder on a slice of the Tate data (MiniLM).
+        tagger_data = write_slice(data_dir / "tagger-data")
+        train_small_model(tagger_data, data_dir / "tagger-models" / "e2e-v1", embedder=embedder.address)
+        tagger_env = {
+            "VITRINE_TAGGER_EMBEDDER_ADDRESS": embedder.address,
+            "VITRINE_TAGGER_MODEL_DIR": str(data_dir / "tagger-models"),
+            "VITRINE_TAGGER_VOCABULARY": str(tagger_data.vocabulary),
+        }
+        tagger = start_service("tagger", tagger_env)
         started.append(tagger)
         search = start_service(
             "search",

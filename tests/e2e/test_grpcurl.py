@@ -56,14 +56,49 @@ def test_embedder_list_models(system: System) -> None:
     models = {m["name"]: m for m in answer["models"]}
     assert models["mpnet"]["dimension"] == 768
     assert models["efficientnet-lite0"]["dimension"] == 1280
-    assert [m["test_model"] for m in models.values()] == [False, False]
+    assert not models["mpnet"]["test_model"] and not models["efficientnet-lite0"]["test_model"]
     assert answer["text_to_image_available"] is False  # no CLIP weights here
 
 
 def test_tagger_info(system: System) -> None:
     answer = json.loads(grpcurl(system.tagger.address, "vitrine.v1.TaggerService/GetTaggerInfo"))
-    assert int(answer["vocabulary_size"]) == 16087
-    assert "model_loaded" not in answer  # false until the tagger issue trains one
+    assert answer["model_loaded"] is True
+    assert answer["model_version"] == "e2e-v1"
+    assert int(answer["training_objects"]) == 1500
+    assert {"knn", "omikuji", "semantic_text", "linear"} <= set(answer["components"])
+    ensemble = answer["evaluation"]["ensemble"]
+    assert ensemble["f1_at_5"] > answer["evaluation"]["most_frequent"]["f1_at_5"]
+
+
+def test_tagger_suggests_with_explanations(system: System) -> None:
+    """The README's SuggestTags example, checked in depth: a demo object, its suggestions, and
+    evidence that names real training objects carrying the tag."""
+    request = {
+        "object": {
+            "id": DEMO_OBJECT,
+            "title": "A Two-Masted Sailing Ship Seen from the Shore",
+            "artist": "Joseph Mallord William Turner",
+            "medium": "Gouache, graphite and watercolour on paper",
+            "subjects": ["sea"],
+        },
+        "k": 5,
+        "threshold": 0.01,
+    }
+    answer = json.loads(
+        grpcurl("-d", json.dumps(request), system.tagger.address, "vitrine.v1.TaggerService/SuggestTags")
+    )
+    assert answer["object_id"] == DEMO_OBJECT and answer["model_version"] == "e2e-v1"
+    suggestions = answer["suggestions"]
+    assert 1 <= len(suggestions) <= 5
+    assert any(s["tag"]["id"] in {"sea", "ship, sailing", "beach", "wave", "seascape", "shipping"} for s in suggestions)
+    sea = [s for s in suggestions if s["tag"]["id"] == "sea"]
+    assert all(s["already_present"] for s in sea)
+    for s in suggestions:
+        explanation = s["explanation"]
+        assert explanation["summary"] and explanation["tag_paths"]
+        assert {c["component"] for c in explanation["components"]} >= {"knn", "omikuji", "semantic_text"}
+        assert s["kind"] in ("SUGGESTION_KIND_MIMIC", "SUGGESTION_KIND_RECOMMEND")
+    assert any(s["explanation"].get("similar_objects") for s in suggestions)
 
 
 def test_search_get_object(system: System) -> None:

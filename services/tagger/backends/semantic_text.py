@@ -1,0 +1,56 @@
+"""Semantic matching of tag names to the object's text: cosine similarity between the MPNet
+vector of the object's metadata and each tag's vector (its name, nudged towards its places in
+the hierarchy). Needs no curators' tags, so it reaches rare and never-used tags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from vitrine.tagger.backends.base import Backend, Inputs, chunks, top_k_rows
+
+
+class SemanticText(Backend):
+    name = "semantic_text"
+    supervised = False
+
+    def train(self, inputs: Inputs, labels: sp.csr_matrix, seed: int) -> None:
+        """Nothing to learn: the tag vectors come with the model version's context."""
+
+    def suggest(self, inputs: Inputs, limit: int) -> sp.csr_matrix:
+        tags = self.context.tag_vectors
+        parts = [top_k_rows(inputs.text_vectors[s] @ tags.T, limit) for s in chunks(len(inputs), 1024)]
+        return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, tags.shape[0]), dtype=np.float32)
+
+    def save(self, directory: Path) -> None:
+        """Stateless."""
+
+    def load(self, directory: Path) -> None:
+        """Stateless."""
+
+
+class SemanticImage(Backend):
+    """The same across modalities: CLIP's text vector of each tag against the object's CLIP
+    image vector, for objects that have an image (the others get nothing)."""
+
+    name = "semantic_image"
+    supervised = False
+
+    def train(self, inputs: Inputs, labels: sp.csr_matrix, seed: int) -> None:
+        """Nothing to learn."""
+
+    def suggest(self, inputs: Inputs, limit: int) -> sp.csr_matrix:
+        tags = self.context.tag_image_vectors
+        if tags is None or inputs.image_vectors is None or inputs.has_image is None:
+            return sp.csr_matrix((len(inputs), len(self.context.vocabulary)), dtype=np.float32)
+        scores = inputs.image_vectors @ tags.T
+        scores[~inputs.has_image] = 0.0
+        return top_k_rows(scores, limit)
+
+    def save(self, directory: Path) -> None:
+        """Stateless."""
+
+    def load(self, directory: Path) -> None:
+        """Stateless."""

@@ -1,0 +1,108 @@
+"""`vitrine-tagger`: train and evaluate tagger model versions from the command line.
+
+vitrine-tagger train --data ../shared/data/tate/tate_train.jsonl.gz --out var/tagger/models/v1
+vitrine-tagger eval  --data ../shared/data/tate/tate_dev.jsonl.gz --model var/tagger/models/v1 --out var/tagger/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from vitrine.tagger.data import load_documents, sample
+from vitrine.tagger.embeddings import DEFAULT_CACHE, EmbeddingCache, Encode, local_encoder, service_encoder
+from vitrine.tagger.evaluate import EvaluationError, evaluate_model, summary_for_meta, write_report
+from vitrine.tagger.model import TaggerModel
+from vitrine.tagger.settings import TaggerSettings
+from vitrine.tagger.train import train_model
+from vitrine.tagger.vocabulary import Vocabulary
+
+
+def _encoder(args: argparse.Namespace, text_model: str) -> Encode:
+    if args.embedder:
+        return service_encoder(text_model, args.embedder)
+    return local_encoder(text_model, threads=args.threads)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="objects with subjects: JSON lines (.gz) in the shared format")
+    parser.add_argument("--vocabulary", default=TaggerSettings().vocabulary, help="subject vocabulary (JSON lines)")
+    parser.add_argument("--limit", type=int, default=0, help="use a seeded sample of this many objects (0 = all)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--embedder", default="", help="host:port of a running embedder (default: load the model here)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for the in-process model (0 = default)")
+    parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="embedding cache (SQLite); '' disables it")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vitrine-tagger", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a model version")
+    _common(train)
+    train.add_argument("--out", required=True, help="folder of the new version, e.g. var/tagger/models/v1")
+    train.add_argument("--text-model", default="mpnet", choices=("mpnet", "minilm"))
+    train.add_argument("--holdout", type=float, default=0.15, help="share of training held back for the combiner")
+    train.add_argument(
+        "--no-refit", action="store_true", help="keep the base models trained without the held-back slice"
+    )
+    train.add_argument("--eval-data", default="", help="evaluate on this file afterwards and record it in the version")
+    train.add_argument("--eval-limit", type=int, default=0, help="evaluate on a seeded sample of this many (0 = all)")
+    evaluate = commands.add_parser("eval", help="evaluate a model version on objects it never saw")
+    _common(evaluate)
+    evaluate.add_argument("--model", required=True, help="a trained version's folder")
+    evaluate.add_argument("--out", required=True, help="folder for metrics.json and metrics.md")
+    evaluate.add_argument(
+        "--record", action="store_true", help="store the summary in the version (GetTaggerInfo shows it)"
+    )
+    args = parser.parse_args(argv)
+
+    vocabulary = Vocabulary.load(args.vocabulary)
+    cache = EmbeddingCache(args.cache) if args.cache else None
+    docs = load_documents(args.data)
+    if args.limit:
+        docs = sample(docs, args.limit, args.seed)
+    try:
+        if args.command == "train":
+            out = Path(args.out)
+            if (out / "meta.json").exists():
+                print(f"{out} already holds a trained version; choose a new folder", file=sys.stderr)
+                return 2
+            encode = _encoder(args, args.text_model)
+            model = train_model(
+                docs,
+                vocabulary,
+                encode,
+                args.text_model,
+                out,
+                seed=args.seed,
+                holdout_share=args.holdout,
+                refit=not args.no_refit,
+                cache=cache,
+            )
+            if args.eval_data:
+                eval_docs = load_documents(args.eval_data)
+                if args.eval_limit:
+                    eval_docs = sample(eval_docs, args.eval_limit, args.seed)
+                metrics = evaluate_model(model, eval_docs, encode, cache)
+                print(write_report(metrics, out / "evaluation"))
+                model.meta["evaluation"] = summary_for_meta(metrics)
+                model.write_meta()
+        else:
+            model = TaggerModel.load(args.model, vocabulary)
+            metrics = evaluate_model(model, docs, _encoder(args, model.text_model), cache)
+            print(write_report(metrics, Path(args.out)))
+            if args.record:
+                model.meta["evaluation"] = summary_for_meta(metrics)
+                model.write_meta()
+    except (EvaluationError, FileNotFoundError, ValueError) as exc:
+        print(f"vitrine-tagger: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""A trained tagger model version: the base models, the combiner, and how they answer.
+
+On disk (`models/tagger/<version>/`), safe formats only: `meta.json`, TF-IDF terms (JSON) and
+idf (npy), tag vectors (npy), one folder per base model (npy / npz / safetensors / Omikuji's
+own files / JSON) and the combiner (LightGBM's text format + JSON). Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from vitrine.tagger.backends.artist_prior import ArtistPrior
+from vitrine.tagger.backends.base import Backend, Context, Inputs
+from vitrine.tagger.backends.knn import TfidfKnn, VectorKnn
+from vitrine.tagger.backends.linear import Linear
+from vitrine.tagger.backends.most_frequent import MostFrequent
+from vitrine.tagger.backends.omikuji_tree import OmikujiTree
+from vitrine.tagger.backends.semantic_text import SemanticImage, SemanticText
+from vitrine.tagger.ensemble import Candidates, Combiner
+from vitrine.tagger.text_features import TfidfFeatures
+from vitrine.tagger.vocabulary import Vocabulary
+from vitrine.v1 import common_pb2, tagger_pb2
+
+BACKENDS: dict[str, type[Backend]] = {
+    cls.name: cls
+    for cls in (MostFrequent, ArtistPrior, VectorKnn, TfidfKnn, Linear, OmikujiTree, SemanticText, SemanticImage)
+}
+# The base models whose outputs the combiner reads (most_frequent is a baseline only: the tag's
+# frequency is a combiner feature of its own).
+COMBINED = ("knn", "tfidf_knn", "linear", "omikuji", "artist_prior", "semantic_text")
+CANDIDATES_PER_MODEL = 30
+SIMILAR_OBJECTS = 3
+NEIGHBOURS_FOR_EXPLANATIONS = 50
+
+
+@dataclass
+class Ranked:
+    """The combiner's answer for a batch: candidates, their probabilities, the base outputs."""
+
+    inputs: Inputs
+    outputs: dict[str, sp.csr_matrix]
+    candidates: Candidates
+    probabilities: np.ndarray
+
+    def ranking(self, doc: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions into the candidate arrays for one document, best first, and probabilities."""
+        start, end = np.searchsorted(self.candidates.docs, [doc, doc + 1])
+        order = start + np.argsort(-self.probabilities[start:end], kind="stable")
+        return order, self.probabilities[order]
+
+
+class TaggerModel:
+    def __init__(self, directory: Path, vocabulary: Vocabulary, meta: dict[str, Any]) -> None:
+        self.directory = directory
+        self.vocabulary = vocabulary
+        self.meta = meta
+        self.backends: dict[str, Backend] = {}
+        self.tfidf: TfidfFeatures | None = None
+        self.combiner: Combiner | None = None
+        self.tag_counts = np.zeros(len(vocabulary), dtype=np.int64)
+        self.context = Context(vocabulary, np.zeros((len(vocabulary), 0), np.float32))
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", self.directory.name))
+
+    @property
+    def text_model(self) -> str:
+        return str(self.meta["text_model"])
+
+    # -- inputs and base models -----------------------------------------------------------
+
+    def inputs(self, objects: list[common_pb2.CollectionObject], text_vectors: np.ndarray) -> Inputs:
+        assert self.tfidf is not None
+        return Inputs(objects, text_vectors.astype(np.float32), self.tfidf.transform(objects))
+
+    def base_outputs(self, inputs: Inputs, names: tuple[str, ...] = COMBINED) -> dict[str, sp.csr_matrix]:
+        return {name: self.backends[name].suggest(inputs, CANDIDATES_PER_MODEL) for name in names}
+
+    def artist_works(self, objects: list[common_pb2.CollectionObject]) -> np.ndarray:
+        prior = self.backends["artist_prior"]
+        assert isinstance(prior, ArtistPrior)
+        return np.array([prior.artist_works(o.artist) for o in objects], dtype=np.float32)
+
+    def rank(self, inputs: Inputs) -> Ranked:
+        assert self.combiner is not None
+        outputs = self.base_outputs(inputs)
+        candidates = self.combiner.candidates(
+            inputs.objects, outputs, self.tag_counts, self.artist_works(inputs.objects)
+        )
+        return Ranked(inputs, outputs, candidates, self.combiner.predict(candidates))
+
+    # -- suggestions with explanations ----------------------------------------------------
+
+    def suggest(
+        self,
+        inputs: Inputs,
+        k: int | Sequence[int],
+        threshold: float | Sequence[float],
+        existing: list[set[str]] | None = None,
+    ) -> list[list[tagger_pb2.TagSuggestion]]:
+        """Up to `k` suggestions per object with probability ≥ `threshold` (0 = the model's own
+        threshold, chosen at training), each with its explanation. `k` and `threshold` may be
+        given per object."""
+        ranked = self.rank(inputs)
+        assert self.combiner is not None
+        ks = [k] * len(inputs) if isinstance(k, int) else list(k)
+        cuts = [threshold] * len(inputs) if isinstance(threshold, (int, float)) else list(threshold)
+        cuts = [c if c > 0 else self.combiner.threshold for c in cuts]
+        knn = self.backends["knn"]
+        assert isinstance(knn, VectorKnn)
+        neighbours, sims = knn.nearest(inputs, NEIGHBOURS_FOR_EXPLANATIONS)
+        answers = []
+        for doc in range(len(inputs)):
+            order, probabilities = ranked.ranking(doc)
+            keep = order[probabilities >= cuts[doc]][: ks[doc]]
+            shap = self.combiner.contributions(_select(ranked.candidates, keep)) if len(keep) else None
+            answer = []
+            for i, position in enumerate(keep):
+                tag = int(ranked.candidates.tags[position])
+                answer.append(
+                    self._suggestion(ranked, position, tag, shap[i], neighbours[doc], sims[doc], existing, doc)
+                )
+            answers.append(answer)
+        return answers
+
+    def _suggestion(
+        self,
+        ranked: Ranked,
+        position: int,
+        tag: int,
+        shap: np.ndarray,
+        neighbours: np.ndarray,
+        sims: np.ndarray,
+        existing: list[set[str]] | None,
+        doc: int,
+    ) -> tagger_pb2.TagSuggestion:
+        assert self.combiner is not None
+        term = self.vocabulary.terms[tag]
+        candidates = ranked.candidates
+        names = self.combiner.feature_names
+        total = float(np.abs(shap[:-1]).sum()) or 1.0
+        components = []
+        for b in self.combiner.backends:
+            share = sum(shap[names.index(f"{b}_{kind}")] for kind in ("score", "rank")) / total
+            components.append(
+                common_pb2.ComponentEvidence(
+                    component=b,
+                    score=float(candidates.scores[b][position]),
+                    rank=int(candidates.ranks[b][position]),
+                    contribution=float(share),
+                )
+            )
+        prior_share = float(shap[names.index("tag_log_count")] + shap[names.index("artist_log_works")]) / total
+        components.append(common_pb2.ComponentEvidence(component="tag_frequency", contribution=prior_share))
+        knn = self.backends["knn"]
+        assert isinstance(knn, VectorKnn)
+        carrying = [
+            common_pb2.SimilarObject(id=knn.ids[n], title=knn.titles[n], similarity=float(s))
+            for n, s in zip(neighbours, sims, strict=True)
+            if knn.labels[n, tag] > 0
+        ][:SIMILAR_OBJECTS]
+        obj = ranked.inputs.objects[doc]
+        matched = [
+            common_pb2.MatchedText(field=f, text=_matched_words(getattr(obj, f), term.subject), similarity=share)
+            for f, share in self.combiner.tag_words.field_matches(obj, tag).items()
+        ]
+        semantic = float(candidates.scores["semantic_text"][position])
+        if semantic > 0:
+            matched.append(common_pb2.MatchedText(field="metadata (meaning)", text=term.subject, similarity=semantic))
+        supervised = any(candidates.scores[b][position] > 0 for b in self.combiner.backends if BACKENDS[b].supervised)
+        kind = tagger_pb2.SUGGESTION_KIND_MIMIC if supervised else tagger_pb2.SUGGESTION_KIND_RECOMMEND
+        probability = float(ranked.probabilities[position])
+        return tagger_pb2.TagSuggestion(
+            tag=common_pb2.Tag(id=term.subject, label=term.subject, paths=list(term.paths)),
+            score=probability,
+            kind=kind,
+            already_present=bool(existing and term.subject in existing[doc]),
+            explanation=common_pb2.Explanation(
+                components=components,
+                similar_objects=carrying,
+                matched_text=matched,
+                tag_paths=list(term.paths),
+                summary=_summary(term.subject, components, carrying, matched, supervised),
+            ),
+        )
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def save(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        assert self.tfidf is not None and self.combiner is not None
+        self.tfidf.save(self.directory)
+        np.save(self.directory / "tag_vectors.npy", self.context.tag_vectors.astype(np.float16))
+        np.save(self.directory / "tag_counts.npy", self.tag_counts)
+        for name, backend in self.backends.items():
+            folder = self.directory / "backends" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            backend.save(folder)
+        self.combiner.save(self.directory / "combiner")
+        self.write_meta()
+
+    def write_meta(self) -> None:
+        (self.directory / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: str | Path, vocabulary: Vocabulary) -> TaggerModel:
+        directory = Path(directory)
+        meta_path = directory / "meta.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{directory} is not a trained tagger model (no meta.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("vocabulary_size") != len(vocabulary):
+            raise ValueError(
+                f"{directory} was trained with a vocabulary of {meta.get('vocabulary_size')} tags; "
+                f"the tagger's vocabulary has {len(vocabulary)}: retrain or point at the right vocabulary"
+            )
+        model = cls(directory, vocabulary, meta)
+        model.tfidf = TfidfFeatures.load(directory)
+        tag_vectors = np.load(directory / "tag_vectors.npy", allow_pickle=False).astype(np.float32)
+        model.context = Context(vocabulary, tag_vectors)
+        model.tag_counts = np.load(directory / "tag_counts.npy", allow_pickle=False)
+        for name in meta["backends"]:
+            backend = BACKENDS[name](model.context)
+            backend.load(directory / "backends" / name)
+            model.backends[name] = backend
+        model.combiner = Combiner.load(directory / "combiner", vocabulary)
+        return model
+
+
+def _select(candidates: Candidates, positions: np.ndarray) -> Candidates:
+    return Candidates(
+        candidates.docs[positions],
+        candidates.tags[positions],
+        candidates.features[positions],
+        {b: s[positions] for b, s in candidates.scores.items()},
+        {b: r[positions] for b, r in candidates.ranks.items()},
+    )
+
+
+def _matched_words(text: str, subject: str) -> str:
+    from vitrine.tagger.text_features import words
+
+    stems = set(words(subject))
+    return " ".join(w for w in text.split() if set(words(w)) & stems)
+
+
+def _summary(
+    subject: str,
+    components: list[common_pb2.ComponentEvidence],
+    carrying: list[common_pb2.SimilarObject],
+    matched: list[common_pb2.MatchedText],
+    supervised: bool,
+) -> str:
+    top = max(components, key=lambda c: c.contribution)
+    parts = [f"'{subject}': strongest evidence from {top.component}"]
+    if carrying:
+        parts.append(f"{len(carrying)} of the most similar tagged objects carry it (e.g. {carrying[0].id})")
+    words_found = [m for m in matched if m.field != "metadata (meaning)"]
+    if words_found:
+        parts.append(f"its words appear in the {words_found[0].field}")
+    if not supervised:
+        parts.append("recommended on meaning alone: curators have not used it on objects like this")
+    return "; ".join(parts) + "."

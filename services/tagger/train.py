@@ -1,0 +1,149 @@
+"""Training a model version: base models, then the combiner on documents they never saw.
+
+1. Embed every training text and every tag name (cached by content).
+2. Hold back a seeded slice of the training documents (15% by default). Train the base models
+   on the rest, let them suggest for the held-back slice, and train the combiner on those
+   suggestions against the slice's real tags (its own validation part picks the number of trees
+   and the probability threshold). The dev split is never touched, so it stays honest.
+3. Retrain the base models on all training documents (the combiner is kept) and save.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vitrine.tagger.backends.base import Context, Inputs
+from vitrine.tagger.data import Document, label_matrix, split_holdout, tag_counts, texts
+from vitrine.tagger.embeddings import EmbeddingCache, Encode, embed_cached
+from vitrine.tagger.ensemble import Combiner, best_threshold
+from vitrine.tagger.model import BACKENDS, COMBINED, TaggerModel
+from vitrine.tagger.text_features import TfidfFeatures
+from vitrine.tagger.vocabulary import Vocabulary
+
+log = logging.getLogger("vitrine.tagger.train")
+
+TRAINED = ("most_frequent", *COMBINED)  # every model a version holds
+
+
+def train_model(
+    docs: Sequence[Document],
+    vocabulary: Vocabulary,
+    encode: Encode,
+    text_model: str,
+    out: Path,
+    seed: int = 1,
+    holdout_share: float = 0.15,
+    refit: bool = True,
+    cache: EmbeddingCache | None = None,
+    say: Callable[[str], None] = print,
+) -> TaggerModel:
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, clock: float) -> float:
+        timings[name] = round(time.perf_counter() - clock, 1)
+        say(f"{name}: {timings[name]} s")
+        return time.perf_counter()
+
+    clock = time.perf_counter()
+    docs = [d for d in docs if d.text or d.obj.image.WhichOneof("source")]
+    tag_vectors = embed_cached(
+        [t.subject for t in vocabulary], text_model, encode, cache, progress=f"{text_model}: tags"
+    )
+    text_vectors = embed_cached(texts(docs), text_model, encode, cache, progress=f"{text_model}: objects")
+    clock = lap("embedding", clock)
+
+    objects = [d.obj for d in docs]
+    tfidf = TfidfFeatures.fit(objects)
+    inputs = Inputs(objects, text_vectors, tfidf.transform(objects))
+    labels = label_matrix(docs, vocabulary)
+    context = Context(vocabulary, tag_vectors)
+    base_rows, held_rows = split_holdout(len(docs), holdout_share, seed)
+    held_rows = held_rows[np.asarray(labels[held_rows].sum(axis=1)).ravel() > 0]
+    say(f"{len(docs)} training documents: base models learn from {len(base_rows)}, the combiner from {len(held_rows)}")
+
+    model = TaggerModel(out, vocabulary, {})
+    model.tfidf = tfidf
+    model.context = context
+
+    def fit_backends(rows: np.ndarray, stage: str) -> None:
+        nonlocal clock
+        part, part_labels = inputs.subset(rows), labels[rows]
+        model.tag_counts = tag_counts(part_labels)
+        for name in TRAINED:
+            backend = BACKENDS[name](context)
+            backend.train(part, part_labels, seed)
+            model.backends[name] = backend
+            clock = lap(f"{stage}: {name}", clock)
+
+    fit_backends(base_rows, "base models on the base part")
+    held = inputs.subset(held_rows)
+    outputs = model.base_outputs(held)
+    clock = lap("base-model suggestions for the held-back slice", clock)
+
+    combiner = Combiner(list(COMBINED), vocabulary)
+    candidates = combiner.candidates(held.objects, outputs, model.tag_counts, model.artist_works(held.objects))
+    held_labels = labels[held_rows]
+    truth = np.asarray(held_labels[candidates.docs, candidates.tags]).ravel()
+    gold_counts = np.asarray(held_labels.sum(axis=1)).ravel()
+    recall = truth.sum() / max(gold_counts.sum(), 1)
+    say(
+        f"combiner: {len(truth)} candidates, {int(truth.sum())} true; the candidates hold {recall:.1%} of the gold tags"
+    )
+    # The combiner's own validation part: 20% of the held-back documents.
+    valid_docs = np.random.default_rng(seed + 1).random(len(held_rows)) < 0.2
+    is_valid = valid_docs[candidates.docs]
+    from vitrine.tagger.model import _select
+
+    train_part = _select(candidates, np.flatnonzero(~is_valid))
+    valid_part = _select(candidates, np.flatnonzero(is_valid))
+    combiner.fit(train_part, truth[~is_valid], valid_part, truth[is_valid], seed)
+    valid_probabilities = combiner.predict(valid_part)
+    valid_doc_index = np.flatnonzero(valid_docs)
+    remap = {d: i for i, d in enumerate(valid_doc_index)}
+    combiner.threshold = best_threshold(
+        np.array([remap[d] for d in valid_part.docs], dtype=np.int64),
+        valid_probabilities,
+        truth[is_valid],
+        gold_counts[valid_doc_index],
+    )
+    model.combiner = combiner
+    clock = lap("combiner", clock)
+    trees = combiner.booster.best_iteration if combiner.booster else 0
+    say(f"combiner: {trees} trees, threshold {combiner.threshold:.3f}")
+
+    if refit:
+        fit_backends(np.arange(len(docs)), "base models on all training documents")
+    else:
+        say("base models kept from the base part (no refit)")
+
+    model.meta = {
+        "version": out.name,
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "text_model": text_model,
+        "seed": seed,
+        "training_objects": len(docs),
+        "tagged_training_objects": int((np.asarray(labels.sum(axis=1)).ravel() > 0).sum()),
+        "tags_known": int((model.tag_counts > 0).sum()),
+        "vocabulary_size": len(vocabulary),
+        "backends": list(TRAINED),
+        "combined": list(COMBINED),
+        "holdout_share": holdout_share,
+        "combiner_candidates": len(truth),
+        "candidate_recall": round(float(recall), 4),
+        "threshold": combiner.threshold,
+        "refit": refit,
+        "timings_s": {**timings, "total": round(time.perf_counter() - started, 1)},
+        "training_ids_file": "training_ids.txt",
+        "evaluation": {},
+    }
+    model.save()
+    (out / "training_ids.txt").write_text("\n".join(d.id for d in docs) + "\n")
+    say(f"model saved to {out} in {model.meta['timings_s']['total']} s")
+    return model

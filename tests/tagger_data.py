@@ -1,0 +1,79 @@
+"""Small, real tagger training sets cut from the shared Tate data, and a trained model on them.
+
+A seeded sample of the training split, the first objects of the dev split, and a vocabulary of
+the tags those use plus some the training slice never uses (so the semantic model has unseen
+tags to find) — small enough that MiniLM embeds everything in seconds.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import ROOT, SHARED_DATA
+
+TATE = SHARED_DATA / "tate"
+
+
+@dataclass
+class TaggerSlice:
+    train: Path
+    dev: Path
+    vocabulary: Path
+
+
+def write_slice(
+    directory: Path, train_size: int = 1500, dev_size: int = 300, extra_tags: int = 300, seed: int = 7
+) -> TaggerSlice:
+    directory.mkdir(parents=True, exist_ok=True)
+    with gzip.open(TATE / "tate_train.jsonl.gz", "rt") as lines:
+        train = [line for line in lines]
+    train = random.Random(seed).sample(train, train_size)
+    with gzip.open(TATE / "tate_dev.jsonl.gz", "rt") as lines:
+        dev = [line for _, line in zip(range(dev_size), lines, strict=False)]
+    used = {s for line in train + dev for s in json.loads(line)["subjects"]}
+    with gzip.open(TATE / "subjects.jsonl.gz", "rt") as lines:
+        terms = [json.loads(line) for line in lines]
+    others = [t for t in terms if t["subject"] not in used]
+    keep = [t for t in terms if t["subject"] in used] + random.Random(seed).sample(others, extra_tags)
+    result = TaggerSlice(directory / "train.jsonl.gz", directory / "dev.jsonl.gz", directory / "subjects.jsonl.gz")
+    for path, rows in ((result.train, train), (result.dev, dev)):
+        with gzip.open(path, "wt") as out:
+            out.writelines(rows)
+    with gzip.open(result.vocabulary, "wt") as out:
+        out.writelines(json.dumps(t) + "\n" for t in keep)
+    return result
+
+
+def train_small_model(data: TaggerSlice, out: Path, embedder: str = "", cache: Path | None = None) -> Path:
+    """`vitrine-tagger train` with MiniLM on the slice, evaluated on its dev part; the version's
+    folder."""
+    command = [
+        sys.executable,
+        "-m",
+        "vitrine.tagger.cli",
+        "train",
+        "--data",
+        str(data.train),
+        "--vocabulary",
+        str(data.vocabulary),
+        "--text-model",
+        "minilm",
+        "--out",
+        str(out),
+        "--eval-data",
+        str(data.dev),
+        "--threads",
+        "2",
+        "--cache",
+        str(cache or out.parent / "embeddings.sqlite3"),
+    ]
+    if embedder:
+        command += ["--embedder", embedder]
+    subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)
+    return out
