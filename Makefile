@@ -14,7 +14,7 @@ PROTOS := $(wildcard protos/vitrine/v1/*.proto)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VITRINE_EMBEDDER_MODEL_DIR ?= $(MODEL_DIR)
 
-.PHONY: help install proto models tools run test test-fast lint format bench lock clean
+.PHONY: help install proto models tools run test test-fast lint format bench lock clean compare-annif
 
 help:
 	@echo "make run      start embedder, tagger and search with the demo collection (Ctrl-C stops)"
@@ -68,6 +68,15 @@ format: install
 
 bench: install models
 	$(PY) -m bench.run
+
+# Reproducible comparison with Annif 1.4.3 (Omikuji Bonsai) on the Tate dev split, scored by
+# services/tagger/metrics.py; results in var/annif/metrics.json. Not part of `make test`. Annif pins
+# its own dependencies, so it gets its own virtual environment (.venv-annif, made once).
+ANNIF_VENV ?= .venv-annif
+compare-annif:
+	@[ -x $(ANNIF_VENV)/bin/annif ] || { $(PYTHON) -m venv $(ANNIF_VENV) && \
+	  $(ANNIF_VENV)/bin/pip install -q -r requirements-annif.txt; }
+	$(ANNIF_VENV)/bin/python scripts/compare_annif.py $(ARGS)
 
 # Re-resolve requirements.in into requirements.lock (every version pinned).
 lock:

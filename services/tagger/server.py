@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from prometheus_client import Counter, Histogram
 
 from vitrine.common.embedder_client import EmbedderClient
 from vitrine.common.errors import failed_precondition, invalid_argument, unavailable, unimplemented
@@ -28,6 +29,26 @@ from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2, tagger_pb2, tagger_pb2_grpc
 
 log = logging.getLogger("vitrine.tagger")
+
+# What the tagger suggests, for the dashboard's suggestion-distribution panels and drift watching.
+SUGGESTION_SCORE = Histogram(
+    "vitrine_tagger_suggestion_score",
+    "Calibrated score of each suggestion returned.",
+    ["model_version"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+SUGGESTIONS_PER_REQUEST = Histogram(
+    "vitrine_tagger_suggestions_per_request",
+    "Suggestions returned per object (0 = no tag above the threshold).",
+    ["model_version"],
+    buckets=(0, 1, 2, 5, 10, 20, 50, 100),
+)
+SUGGESTIONS = Counter(
+    "vitrine_tagger_suggestions",
+    "Suggestions returned, by kind (mimic: supervised evidence; recommend: semantic evidence only).",
+    ["model_version", "kind"],
+)
+KIND_NAMES = {tagger_pb2.SUGGESTION_KIND_MIMIC: "mimic", tagger_pb2.SUGGESTION_KIND_RECOMMEND: "recommend"}
 
 DEFAULT_K = 10
 MAX_K = 100
@@ -66,6 +87,11 @@ class Tagger:
         else:
             self.model = await asyncio.to_thread(TaggerModel.load, path, self.vocabulary)
             log.info("model loaded", extra={"version": self.model.version, "path": str(path)})
+            # Create the labelled series now, so dashboards see them before the first call.
+            SUGGESTION_SCORE.labels(self.model.version)
+            SUGGESTIONS_PER_REQUEST.labels(self.model.version)
+            for kind in KIND_NAMES.values():
+                SUGGESTIONS.labels(self.model.version, kind)
         await self.embedder.wait_until_serving(self.settings.wait_for_embedder_s)
         needed = self.model.text_model if self.model else self.settings.text_model
         models = {m.name for m in (await self.embedder.list_models()).models}
@@ -110,6 +136,11 @@ class Tagger:
         vectors = await self.embedder.embed_texts(model.text_model, [object_text(o) for o in objects])
         # Each request may have its own k and threshold: rank once, cut per request.
         answers = await asyncio.to_thread(self._suggest_sync, model, objects, np.asarray(vectors), requests, ks)
+        for suggestions in answers:
+            SUGGESTIONS_PER_REQUEST.labels(model.version).observe(len(suggestions))
+            for suggestion in suggestions:
+                SUGGESTION_SCORE.labels(model.version).observe(suggestion.score)
+                SUGGESTIONS.labels(model.version, KIND_NAMES.get(suggestion.kind, "unspecified")).inc()
         return [
             tagger_pb2.SuggestTagsResponse(object_id=o.id, suggestions=a, model_version=model.version)
             for o, a in zip(objects, answers, strict=True)

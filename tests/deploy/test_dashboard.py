@@ -21,6 +21,7 @@ REQUIRED_PANELS = {
     "Queue depth": "embedder queue depth",
     "Throughput (items embedded per second)": "embedder throughput",
     "CPU usage by pod": "CPU utilisation",
+    "Tagger suggestion distribution: score p10 / p50 / p90": "tagger suggestion distribution",
 }
 
 

@@ -77,8 +77,10 @@ def exercise(system: System) -> None:
     with grpc.insecure_channel(system.tagger.address) as channel:
         stub = tagger_pb2_grpc.TaggerServiceStub(channel)
         stub.GetTaggerInfo(tagger_pb2.GetTaggerInfoRequest(), timeout=60)
-        with pytest.raises(grpc.RpcError):  # no trained model yet, or bad input: an error code either way
+        with pytest.raises(grpc.RpcError):  # bad input: an error code
             stub.SuggestTags(tagger_pb2.SuggestTagsRequest(object=common_pb2.CollectionObject(id="x")), timeout=60)
+        ship = common_pb2.CollectionObject(id="x", title="A sailing ship at sea")
+        assert stub.SuggestTags(tagger_pb2.SuggestTagsRequest(object=ship, threshold=0.01), timeout=60).suggestions
     with grpc.insecure_channel(system.search.address) as channel:
         stub = search_pb2_grpc.SearchServiceStub(channel)
         stub.Search(search_pb2.SearchRequest(query="ship in a storm at sea"), timeout=120)

@@ -1,6 +1,7 @@
 """One-vs-rest logistic regression over the MPNet text vector, for every tag used at least
 `min_count` times: one linear layer trained with a binary cross-entropy per tag (the same model
-as independent logistic regressions, fitted together in a few epochs with torch)."""
+as independent logistic regressions, fitted together in a few epochs with torch). Answering
+is one matrix product in numpy: the serving image has no torch."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-from safetensors.torch import load_file, save_file
+from safetensors.numpy import load_file, save_file
 
 from vitrine.tagger.backends.base import Backend, Inputs, chunks, top_k_rows
 
@@ -23,6 +23,8 @@ class Linear(Backend):
     weight_decay = 1e-6
 
     def train(self, inputs: Inputs, labels: sp.csr_matrix, seed: int) -> None:
+        import torch
+
         counts = np.asarray(labels.sum(axis=0)).ravel()
         self.tags = np.flatnonzero(counts >= self.min_count)
         tagged = np.flatnonzero(np.asarray(labels.sum(axis=1)).ravel() > 0)
@@ -47,28 +49,25 @@ class Linear(Backend):
                 loss = loss_fn(layer(x[rows] * scale), target) / len(rows)
                 loss.backward()
                 optimiser.step()
-        self.weight = (layer.weight.detach() * scale).contiguous()
-        self.bias = layer.bias.detach().contiguous()
+        self.weight = (layer.weight.detach() * scale).numpy().copy()
+        self.bias = layer.bias.detach().numpy().copy()
 
     def suggest(self, inputs: Inputs, limit: int) -> sp.csr_matrix:
         full = len(self.context.vocabulary)
         parts = []
-        with torch.inference_mode():
-            for part in chunks(len(inputs), 1024):
-                logits = torch.from_numpy(inputs.text_vectors[part].astype(np.float32)) @ self.weight.T + self.bias
-                local = top_k_rows(torch.sigmoid(logits).numpy(), limit)
-                # Map the local columns (trained tags) back to vocabulary columns.
-                parts.append(
-                    sp.csr_matrix((local.data, self.tags[local.indices], local.indptr), shape=(local.shape[0], full))
-                )
+        for part in chunks(len(inputs), 1024):
+            logits = inputs.text_vectors[part].astype(np.float32) @ self.weight.T + self.bias
+            local = top_k_rows(1.0 / (1.0 + np.exp(-logits)), limit)
+            # Map the local columns (trained tags) back to vocabulary columns.
+            parts.append(
+                sp.csr_matrix((local.data, self.tags[local.indices], local.indptr), shape=(local.shape[0], full))
+            )
         return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, full), dtype=np.float32)
 
     def save(self, directory: Path) -> None:
-        save_file(
-            {"weight": self.weight, "bias": self.bias, "tags": torch.from_numpy(self.tags.astype(np.int64))},
-            directory / "linear.safetensors",
-        )
+        arrays = {"weight": self.weight, "bias": self.bias, "tags": self.tags.astype(np.int64)}
+        save_file(arrays, directory / "linear.safetensors")
 
     def load(self, directory: Path) -> None:
-        tensors = load_file(directory / "linear.safetensors")
-        self.weight, self.bias, self.tags = tensors["weight"], tensors["bias"], tensors["tags"].numpy()
+        arrays = load_file(directory / "linear.safetensors")
+        self.weight, self.bias, self.tags = arrays["weight"], arrays["bias"], arrays["tags"]
