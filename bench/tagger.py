@@ -83,7 +83,10 @@ def main() -> None:
         whole = timed(rank, repeats)
         explained = timed(explain, repeats)
         matmul = timed(lambda v=part_vectors: v @ tags.T, repeats * 4)
-        stages = {name: timed(lambda n=name, i=inputs: model.backends[n].suggest(i, 30), repeats) for name in COMBINED}
+        stages = {
+            name: timed(lambda n=name, i=inputs: model.backends[n].suggest(i, model.candidates_per_model), repeats)
+            for name in COMBINED
+        }
         results["batches"][str(batch)] = {
             "ensemble_ms_per_object": round(1000 * whole / batch, 3),
             "with_explanations_ms_per_object": round(1000 * explained / batch, 3),

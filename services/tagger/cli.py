@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _common(train)
     train.add_argument("--out", required=True, help="folder of the new version, e.g. var/tagger/models/v1")
     train.add_argument("--text-model", default="mpnet", choices=("mpnet", "minilm"))
-    train.add_argument("--holdout", type=float, default=0.15, help="share of training held back for the combiner")
+    train.add_argument("--holdout", type=float, default=0.25, help="share of training held back for the combiner")
     train.add_argument(
         "--no-refit", action="store_true", help="keep the base models trained without the held-back slice"
     )

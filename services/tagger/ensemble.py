@@ -176,12 +176,19 @@ class Combiner:
         assert self.booster is not None, "combiner not trained"
         if len(candidates.docs) == 0:
             return np.zeros(0, dtype=np.float32)
-        return self.booster.predict(candidates.features, num_iteration=self.booster.best_iteration).astype(np.float32)
+        return self.booster.predict(
+            candidates.features, num_iteration=self.booster.best_iteration, num_threads=_threads(len(candidates.docs))
+        ).astype(np.float32)
 
     def contributions(self, candidates: Candidates) -> np.ndarray:
         """SHAP values: one column per feature plus the bias, in log-odds."""
         assert self.booster is not None
-        return self.booster.predict(candidates.features, num_iteration=self.booster.best_iteration, pred_contrib=True)
+        return self.booster.predict(
+            candidates.features,
+            num_iteration=self.booster.best_iteration,
+            pred_contrib=True,
+            num_threads=_threads(len(candidates.docs)),
+        )
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -218,3 +225,9 @@ def best_threshold(docs: np.ndarray, probabilities: np.ndarray, labels: np.ndarr
         if score > best_f1:
             best, best_f1 = float(cut), score
     return best
+
+
+def _threads(rows: int) -> int:
+    """One thread for a single object's candidates (starting a thread pool costs more than the
+    work); every core for batches."""
+    return 1 if rows < 5000 else 0

@@ -30,12 +30,21 @@ from vitrine.v1 import common_pb2, tagger_pb2
 
 BACKENDS: dict[str, type[Backend]] = {
     cls.name: cls
-    for cls in (MostFrequent, ArtistPrior, VectorKnn, TfidfKnn, Linear, OmikujiTree, SemanticText, SemanticImage)
+    for cls in (
+        MostFrequent,
+        ArtistPrior,
+        VectorKnn,
+        TfidfKnn,
+        Linear,
+        OmikujiTree,
+        SemanticText,
+        SemanticImage,
+    )
 }
 # The base models whose outputs the combiner reads (most_frequent is a baseline only: the tag's
 # frequency is a combiner feature of its own).
 COMBINED = ("knn", "tfidf_knn", "linear", "omikuji", "artist_prior", "semantic_text")
-CANDIDATES_PER_MODEL = 30
+CANDIDATES_PER_MODEL = 40
 SIMILAR_OBJECTS = 3
 NEIGHBOURS_FOR_EXPLANATIONS = 50
 
@@ -81,8 +90,13 @@ class TaggerModel:
         assert self.tfidf is not None
         return Inputs(objects, text_vectors.astype(np.float32), self.tfidf.transform(objects))
 
+    @property
+    def candidates_per_model(self) -> int:
+        """How many tags each base model proposes to the combiner (fixed at training)."""
+        return int(self.meta.get("candidates_per_model", CANDIDATES_PER_MODEL))
+
     def base_outputs(self, inputs: Inputs, names: tuple[str, ...] = COMBINED) -> dict[str, sp.csr_matrix]:
-        return {name: self.backends[name].suggest(inputs, CANDIDATES_PER_MODEL) for name in names}
+        return {name: self.backends[name].suggest(inputs, self.candidates_per_model) for name in names}
 
     def artist_works(self, objects: list[common_pb2.CollectionObject]) -> np.ndarray:
         prior = self.backends["artist_prior"]
@@ -162,10 +176,11 @@ class TaggerModel:
         components.append(common_pb2.ComponentEvidence(component="tag_frequency", contribution=prior_share))
         knn = self.backends["knn"]
         assert isinstance(knn, VectorKnn)
+        labels = knn.labels
         carrying = [
             common_pb2.SimilarObject(id=knn.ids[n], title=knn.titles[n], similarity=float(s))
             for n, s in zip(neighbours, sims, strict=True)
-            if knn.labels[n, tag] > 0
+            if tag in labels.indices[labels.indptr[n] : labels.indptr[n + 1]]
         ][:SIMILAR_OBJECTS]
         obj = ranked.inputs.objects[doc]
         matched = [

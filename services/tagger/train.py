@@ -1,7 +1,7 @@
 """Training a model version: base models, then the combiner on documents they never saw.
 
 1. Embed every training text and every tag name (cached by content).
-2. Hold back a seeded slice of the training documents (15% by default). Train the base models
+2. Hold back a seeded slice of the training documents (25% by default). Train the base models
    on the rest, let them suggest for the held-back slice, and train the combiner on those
    suggestions against the slice's real tags (its own validation part picks the number of trees
    and the probability threshold). The dev split is never touched, so it stays honest.
@@ -22,7 +22,7 @@ from vitrine.tagger.backends.base import Context, Inputs
 from vitrine.tagger.data import Document, label_matrix, split_holdout, tag_counts, texts
 from vitrine.tagger.embeddings import EmbeddingCache, Encode, embed_cached
 from vitrine.tagger.ensemble import Combiner, best_threshold
-from vitrine.tagger.model import BACKENDS, COMBINED, TaggerModel
+from vitrine.tagger.model import BACKENDS, CANDIDATES_PER_MODEL, COMBINED, TaggerModel
 from vitrine.tagger.text_features import TfidfFeatures
 from vitrine.tagger.vocabulary import Vocabulary
 
@@ -38,7 +38,7 @@ def train_model(
     text_model: str,
     out: Path,
     seed: int = 1,
-    holdout_share: float = 0.15,
+    holdout_share: float = 0.25,
     refit: bool = True,
     cache: EmbeddingCache | None = None,
     say: Callable[[str], None] = print,
@@ -135,6 +135,7 @@ def train_model(
         "backends": list(TRAINED),
         "combined": list(COMBINED),
         "holdout_share": holdout_share,
+        "candidates_per_model": CANDIDATES_PER_MODEL,
         "combiner_candidates": len(truth),
         "candidate_recall": round(float(recall), 4),
         "threshold": combiner.threshold,

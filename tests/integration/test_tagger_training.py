@@ -20,7 +20,16 @@ from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import tagger_pb2
 
-METHODS = {"ensemble", "knn", "tfidf_knn", "linear", "omikuji", "artist_prior", "semantic_text", "most_frequent"}
+METHODS = {
+    "ensemble",
+    "knn",
+    "tfidf_knn",
+    "linear",
+    "omikuji",
+    "artist_prior",
+    "semantic_text",
+    "most_frequent",
+}
 
 
 @pytest.fixture(scope="module")
