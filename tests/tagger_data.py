@@ -50,29 +50,22 @@ def write_slice(
     return result
 
 
+def tagger_cli(command: str, data: TaggerSlice, *args: str) -> list[str]:
+    """A `vitrine-tagger` command line on the slice's vocabulary."""
+    return [sys.executable, "-m", "vitrine.tagger.cli", command, "--vocabulary", str(data.vocabulary), *args]
+
+
+def train_command(data: TaggerSlice, out: Path, cache: Path, *extra: str) -> list[str]:
+    """`vitrine-tagger train` with MiniLM on the slice's training part."""
+    return tagger_cli(
+        "train", data, "--data", str(data.train), "--text-model", "minilm", "--out", str(out),
+        "--threads", "2", "--cache", str(cache), *extra,
+    )  # fmt: skip
+
+
 def train_small_model(data: TaggerSlice, out: Path, embedder: str = "", cache: Path | None = None) -> Path:
-    """`vitrine-tagger train` with MiniLM on the slice, evaluated on its dev part; the version's
-    folder."""
-    command = [
-        sys.executable,
-        "-m",
-        "vitrine.tagger.cli",
-        "train",
-        "--data",
-        str(data.train),
-        "--vocabulary",
-        str(data.vocabulary),
-        "--text-model",
-        "minilm",
-        "--out",
-        str(out),
-        "--eval-data",
-        str(data.dev),
-        "--threads",
-        "2",
-        "--cache",
-        str(cache or out.parent / "embeddings.sqlite3"),
-    ]
+    """`vitrine-tagger train` on the slice, evaluated on its dev part; the version's folder."""
+    command = train_command(data, out, cache or out.parent / "embeddings.sqlite3", "--eval-data", str(data.dev))
     if embedder:
         command += ["--embedder", embedder]
     subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.tagger_data import TaggerSlice, train_small_model, write_slice
+from tests.tagger_data import TaggerSlice, tagger_cli, train_command, train_small_model, write_slice
 from vitrine.tagger.data import load_documents
 from vitrine.tagger.embeddings import EmbeddingCache, embed_cached, local_encoder
 from vitrine.tagger.metrics import METRIC_NAMES
@@ -120,56 +119,9 @@ def test_training_is_deterministic_and_eval_refuses_training_data(
 ) -> None:
     data, model_dir = trained
     cache = model_dir.parent / "embeddings.sqlite3"
-    other = tmp_path / "v2"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vitrine.tagger.cli",
-            "train",
-            "--data",
-            str(data.train),
-            "--vocabulary",
-            str(data.vocabulary),
-            "--text-model",
-            "minilm",
-            "--out",
-            str(other),
-            "--threads",
-            "2",
-            "--cache",
-            str(cache),
-            "--no-refit",
-        ],
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-    )
-    again = tmp_path / "v3"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vitrine.tagger.cli",
-            "train",
-            "--data",
-            str(data.train),
-            "--vocabulary",
-            str(data.vocabulary),
-            "--text-model",
-            "minilm",
-            "--out",
-            str(again),
-            "--threads",
-            "2",
-            "--cache",
-            str(cache),
-            "--no-refit",
-        ],
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-    )
+    other, again = tmp_path / "v2", tmp_path / "v3"
+    for out in (other, again):
+        subprocess.run(train_command(data, out, cache, "--no-refit"), check=True, cwd=ROOT, capture_output=True)
     # Same seed, same artifacts, except Omikuji's trees: the library seeds its clustering itself
     # and offers no seed (so the combiner trained on its scores may differ slightly too).
     for part in (
@@ -181,26 +133,10 @@ def test_training_is_deterministic_and_eval_refuses_training_data(
         "tfidf_terms.json",
     ):
         assert (other / part).read_bytes() == (again / part).read_bytes(), part
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vitrine.tagger.cli",
-            "eval",
-            "--data",
-            str(data.train),
-            "--vocabulary",
-            str(data.vocabulary),
-            "--model",
-            str(model_dir),
-            "--out",
-            str(tmp_path / "eval"),
-            "--cache",
-            str(cache),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    evaluate = tagger_cli(
+        "eval", data, "--data", str(data.train), "--model", str(model_dir), "--out", str(tmp_path / "eval"),
+        "--cache", str(cache),
+    )  # fmt: skip
+    refused = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
     assert refused.returncode == 2
     assert "training data" in refused.stderr
