@@ -37,6 +37,16 @@ class Candidates:
     scores: dict[str, np.ndarray]
     ranks: dict[str, np.ndarray]
 
+    def select(self, positions: np.ndarray) -> Candidates:
+        """The candidates at these positions."""
+        return Candidates(
+            self.docs[positions],
+            self.tags[positions],
+            self.features[positions],
+            {b: s[positions] for b, s in self.scores.items()},
+            {b: r[positions] for b, r in self.ranks.items()},
+        )
+
 
 def rank_matrix(scores: sp.csr_matrix) -> sp.csr_matrix:
     """Same sparsity as `scores`; values = 1-based rank of the entry within its row."""

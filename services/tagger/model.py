@@ -24,7 +24,7 @@ from vitrine.tagger.backends.most_frequent import MostFrequent
 from vitrine.tagger.backends.omikuji_tree import OmikujiTree
 from vitrine.tagger.backends.semantic_text import SemanticImage, SemanticText
 from vitrine.tagger.ensemble import Candidates, Combiner
-from vitrine.tagger.text_features import TfidfFeatures
+from vitrine.tagger.text_features import TfidfFeatures, words
 from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2, tagger_pb2
 
@@ -135,7 +135,7 @@ class TaggerModel:
         for doc in range(len(inputs)):
             order, probabilities = ranked.ranking(doc)
             keep = order[probabilities >= cuts[doc]][: ks[doc]]
-            shap = self.combiner.contributions(_select(ranked.candidates, keep)) if len(keep) else None
+            shap = self.combiner.contributions(ranked.candidates.select(keep)) if len(keep) else None
             answer = []
             for i, position in enumerate(keep):
                 tag = int(ranked.candidates.tags[position])
@@ -250,19 +250,7 @@ class TaggerModel:
         return model
 
 
-def _select(candidates: Candidates, positions: np.ndarray) -> Candidates:
-    return Candidates(
-        candidates.docs[positions],
-        candidates.tags[positions],
-        candidates.features[positions],
-        {b: s[positions] for b, s in candidates.scores.items()},
-        {b: r[positions] for b, r in candidates.ranks.items()},
-    )
-
-
 def _matched_words(text: str, subject: str) -> str:
-    from vitrine.tagger.text_features import words
-
     stems = set(words(subject))
     return " ".join(w for w in text.split() if set(words(w)) & stems)
 

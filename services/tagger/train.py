@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitrine.tagger.backends.base import Context, Inputs
+from vitrine.tagger.backends.base import Context, Inputs, tagged_mask
 from vitrine.tagger.data import Document, label_matrix, split_holdout, tag_counts, texts
 from vitrine.tagger.embeddings import EmbeddingCache, Encode, embed_cached
 from vitrine.tagger.ensemble import Combiner, best_threshold
@@ -65,7 +65,7 @@ def train_model(
     labels = label_matrix(docs, vocabulary)
     context = Context(vocabulary, tag_vectors)
     base_rows, held_rows = split_holdout(len(docs), holdout_share, seed)
-    held_rows = held_rows[np.asarray(labels[held_rows].sum(axis=1)).ravel() > 0]
+    held_rows = held_rows[tagged_mask(labels[held_rows])]
     say(f"{len(docs)} training documents: base models learn from {len(base_rows)}, the combiner from {len(held_rows)}")
 
     model = TaggerModel(out, vocabulary, {})
@@ -99,10 +99,8 @@ def train_model(
     # The combiner's own validation part: 20% of the held-back documents.
     valid_docs = np.random.default_rng(seed + 1).random(len(held_rows)) < 0.2
     is_valid = valid_docs[candidates.docs]
-    from vitrine.tagger.model import _select
-
-    train_part = _select(candidates, np.flatnonzero(~is_valid))
-    valid_part = _select(candidates, np.flatnonzero(is_valid))
+    train_part = candidates.select(np.flatnonzero(~is_valid))
+    valid_part = candidates.select(np.flatnonzero(is_valid))
     combiner.fit(train_part, truth[~is_valid], valid_part, truth[is_valid], seed)
     valid_probabilities = combiner.predict(valid_part)
     valid_doc_index = np.flatnonzero(valid_docs)
@@ -129,7 +127,7 @@ def train_model(
         "text_model": text_model,
         "seed": seed,
         "training_objects": len(docs),
-        "tagged_training_objects": int((np.asarray(labels.sum(axis=1)).ravel() > 0).sum()),
+        "tagged_training_objects": int(tagged_mask(labels).sum()),
         "tags_known": int((model.tag_counts > 0).sum()),
         "vocabulary_size": len(vocabulary),
         "backends": list(TRAINED),

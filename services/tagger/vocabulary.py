@@ -35,10 +35,6 @@ class Vocabulary:
     def __iter__(self) -> Iterator[Term]:
         return iter(self.terms)
 
-    def tag_text(self, index: int) -> str:
-        """The tag as the semantic models read it: its name."""
-        return self.terms[index].subject
-
     def top_levels(self) -> list[str]:
         """The first level of each term's first path ("people", "nature", ...), or ""."""
         return [t.paths[0].split(">")[0].strip() if t.paths else "" for t in self.terms]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from vitrine.tagger.backends.base import Backend, Inputs, top_k_sparse
+from vitrine.tagger.backends.base import Backend, Inputs, tagged_mask, top_k_sparse
 
 # Pseudo-count: an artist with 2 tagged works gets at most 2/(2+2) = 0.5 for a shared tag.
 SMOOTHING = 2.0
@@ -19,7 +19,7 @@ class ArtistPrior(Backend):
     name = "artist_prior"
 
     def train(self, inputs: Inputs, labels: sp.csr_matrix, seed: int) -> None:
-        tagged = np.asarray(labels.sum(axis=1)).ravel() > 0
+        tagged = tagged_mask(labels)
         artists = sorted({o.artist for o, t in zip(inputs.objects, tagged, strict=True) if o.artist and t})
         self.artists = {a: i for i, a in enumerate(artists)}
         rows = [self.artists.get(o.artist, -1) if t else -1 for o, t in zip(inputs.objects, tagged, strict=True)]

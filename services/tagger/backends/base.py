@@ -111,6 +111,11 @@ def top_k_sparse(scores: sp.csr_matrix, limit: int) -> sp.csr_matrix:
     )
 
 
+def tagged_mask(labels: sp.csr_matrix) -> np.ndarray:
+    """Which documents carry at least one tag (the others teach the supervised models nothing)."""
+    return np.diff(labels.tocsr().indptr) > 0
+
+
 def chunks(n: int, size: int) -> list[slice]:
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 

@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from vitrine.tagger.backends.base import Backend, Inputs, chunks, nearest, neighbour_scores, top_k_sparse
+from vitrine.tagger.backends.base import (
+    Backend,
+    Inputs,
+    chunks,
+    nearest,
+    neighbour_scores,
+    tagged_mask,
+    top_k_sparse,
+)
 
 CHUNK = 512
 
@@ -24,7 +32,7 @@ class VectorKnn(Backend):
     power = 3.0
 
     def train(self, inputs: Inputs, labels: sp.csr_matrix, seed: int) -> None:
-        tagged = np.flatnonzero(np.asarray(labels.sum(axis=1)).ravel() > 0)
+        tagged = np.flatnonzero(tagged_mask(labels))
         self.vectors = inputs.text_vectors[tagged].astype(np.float32)
         self.labels = labels[tagged].tocsr()
         self.ids = [inputs.objects[i].id for i in tagged]
@@ -58,7 +66,7 @@ class TfidfKnn(Backend):
     power = 1.0
 
     def train(self, inputs: Inputs, labels: sp.csr_matrix, seed: int) -> None:
-        tagged = np.flatnonzero(np.asarray(labels.sum(axis=1)).ravel() > 0)
+        tagged = np.flatnonzero(tagged_mask(labels))
         self.rows = inputs.tfidf[tagged].tocsr()
         self.labels = labels[tagged].tocsr()
 

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
-from vitrine.tagger.backends.base import Backend, Inputs, chunks, top_k_rows
+from vitrine.tagger.backends.base import Backend, Inputs, chunks, tagged_mask, top_k_rows
 
 
 class Linear(Backend):
@@ -27,7 +27,7 @@ class Linear(Backend):
 
         counts = np.asarray(labels.sum(axis=0)).ravel()
         self.tags = np.flatnonzero(counts >= self.min_count)
-        tagged = np.flatnonzero(np.asarray(labels.sum(axis=1)).ravel() > 0)
+        tagged = np.flatnonzero(tagged_mask(labels))
         x = torch.from_numpy(inputs.text_vectors[tagged].astype(np.float32))
         y_sparse = labels[tagged][:, self.tags].tocsr()
         generator = torch.Generator().manual_seed(seed)
