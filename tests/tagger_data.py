@@ -34,8 +34,10 @@ def write_slice(
     with gzip.open(TATE / "tate_train.jsonl.gz", "rt") as lines:
         train = [line for line in lines]
     train = random.Random(seed).sample(train, train_size)
+    # Both parts sampled at random: the files are sorted by accession number, so their heads are
+    # a few artists' works (the first 300 dev objects hold 3% Turner against 55% overall).
     with gzip.open(TATE / "tate_dev.jsonl.gz", "rt") as lines:
-        dev = [line for _, line in zip(range(dev_size), lines, strict=False)]
+        dev = random.Random(seed).sample(list(lines), dev_size)
     used = {s for line in train + dev for s in json.loads(line)["subjects"]}
     with gzip.open(TATE / "subjects.jsonl.gz", "rt") as lines:
         terms = [json.loads(line) for line in lines]
