@@ -19,8 +19,15 @@ import statistics
 import time
 from pathlib import Path
 
-from vitrine.tagger.data import load_documents, texts
-from vitrine.tagger.embeddings import DEFAULT_CACHE, EmbeddingCache, embed_cached, local_encoder
+from vitrine.tagger.data import load_documents
+from vitrine.tagger.embeddings import (
+    DEFAULT_CACHE,
+    EmbeddingCache,
+    Encoders,
+    ObjectVectors,
+    embed_objects,
+    local_encoder,
+)
 from vitrine.tagger.model import COMBINED, TaggerModel
 from vitrine.tagger.settings import TaggerSettings
 from vitrine.tagger.vocabulary import Vocabulary
@@ -57,10 +64,10 @@ def main() -> None:
     vocabulary = Vocabulary.load(TaggerSettings().vocabulary)
     model = TaggerModel.load(model_dir, vocabulary)
     docs = load_documents(DEV, limit=args.objects)
-    encode = local_encoder(model.text_model)
-    vectors = embed_cached(texts(docs), model.text_model, encode, EmbeddingCache(DEFAULT_CACHE))
+    encoders = Encoders(local_encoder(model.text_model))
     objects = [d.obj for d in docs]
     tags = model.context.tag_vectors
+    vectors = embed_objects(objects, model.text_model, tags.shape[1], encoders, EmbeddingCache(DEFAULT_CACHE)).text
     results: dict[str, object] = {
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
         "model_version": model.version,
@@ -71,14 +78,14 @@ def main() -> None:
     }
     for batch in (1, 16, 64):
         part_objects, part_vectors = objects[:batch], vectors[:batch]
-        inputs = model.inputs(part_objects, part_vectors)
+        inputs = model.inputs(part_objects, ObjectVectors(part_vectors))
         repeats = max(3, 64 // batch)
 
         def rank(o=part_objects, v=part_vectors) -> object:
-            return model.rank(model.inputs(o, v))
+            return model.rank(model.inputs(o, ObjectVectors(v)))
 
         def explain(o=part_objects, v=part_vectors) -> object:
-            return model.suggest(model.inputs(o, v), 10, 0.0)
+            return model.suggest(model.inputs(o, ObjectVectors(v)), 10, 0.0)
 
         whole = timed(rank, repeats)
         explained = timed(explain, repeats)

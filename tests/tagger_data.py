@@ -1,8 +1,10 @@
 """Small, real tagger training sets cut from the shared Tate data, and a trained model on them.
 
-A seeded sample of the training split, the first objects of the dev split, and a vocabulary of
-the tags those use plus some the training slice never uses (so the semantic model has unseen
-tags to find) — small enough that MiniLM embeds everything in seconds.
+Seeded samples of the training and dev splits, and a vocabulary of the tags those use plus
+some the training slice never uses (so the semantic model has unseen tags to find) — small
+enough that MiniLM embeds everything in seconds. The Tate records have no images; for the image
+path, `attach_images` gives objects a painting chosen by one of their tags, so that an image
+carries real evidence about tags (what the image models have to learn from).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from tests.conftest import ROOT, SHARED_DATA
 
 TATE = SHARED_DATA / "tate"
+PAINTING_FILES = sorted((SHARED_DATA / "paintings" / "images").glob("*.jpg"))
 
 
 @dataclass
@@ -65,10 +68,38 @@ def train_command(data: TaggerSlice, out: Path, cache: Path, *extra: str) -> lis
     )  # fmt: skip
 
 
-def train_small_model(data: TaggerSlice, out: Path, embedder: str = "", cache: Path | None = None) -> Path:
+def attach_images(data: TaggerSlice, tags: int = 12) -> dict[str, Path]:
+    """Give every object that carries one of the slice's `tags` most frequent tags the painting
+    of its first such tag (as an `image_path`); the others stay without an image. Answers
+    tag -> painting file."""
+    rows: dict[Path, list[dict]] = {}
+    for path in (data.train, data.dev):
+        with gzip.open(path, "rt") as lines:
+            rows[path] = [json.loads(line) for line in lines]
+    counts: dict[str, int] = {}
+    for row in rows[data.train]:
+        for subject in row["subjects"]:
+            counts[subject] = counts.get(subject, 0) + 1
+    frequent = sorted(counts, key=lambda s: (-counts[s], s))[:tags]
+    paintings = dict(zip(frequent, PAINTING_FILES, strict=False))
+    for path, records in rows.items():
+        with gzip.open(path, "wt") as out:
+            for row in records:
+                tag = next((s for s in frequent if s in row["subjects"]), None)
+                if tag:
+                    row["image_path"] = str(paintings[tag])
+                out.write(json.dumps(row) + "\n")
+    return paintings
+
+
+def train_small_model(
+    data: TaggerSlice, out: Path, embedder: str = "", cache: Path | None = None, image_model: str = ""
+) -> Path:
     """`vitrine-tagger train` on the slice, evaluated on its dev part; the version's folder."""
     command = train_command(data, out, cache or out.parent / "embeddings.sqlite3", "--eval-data", str(data.dev))
     if embedder:
         command += ["--embedder", embedder]
+    if image_model:
+        command += ["--image-model", image_model]
     subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)
     return out

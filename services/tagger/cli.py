@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vitrine.tagger.data import load_documents, sample
-from vitrine.tagger.embeddings import DEFAULT_CACHE, EmbeddingCache, Encode, local_encoder, service_encoder
+from vitrine.tagger.embeddings import (
+    DEFAULT_CACHE,
+    EmbeddingCache,
+    Encoders,
+    local_encoder,
+    service_encoder,
+    service_image_encoder,
+)
 from vitrine.tagger.evaluate import EvaluationError, evaluate_model, summary_for_meta, write_report
 from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.settings import TaggerSettings
@@ -20,10 +27,20 @@ from vitrine.tagger.train import train_model
 from vitrine.tagger.vocabulary import Vocabulary
 
 
-def _encoder(args: argparse.Namespace, text_model: str) -> Encode:
-    if args.embedder:
-        return service_encoder(text_model, args.embedder)
-    return local_encoder(text_model, threads=args.threads)
+def _encoders(args: argparse.Namespace, text_model: str, image_model: str) -> Encoders:
+    text = (
+        service_encoder(text_model, args.embedder) if args.embedder else local_encoder(text_model, threads=args.threads)
+    )
+    if not image_model:
+        return Encoders(text)
+    if not args.embedder:
+        raise ValueError(f"image model {image_model!r}: images are embedded by the embedder service; give --embedder")
+    return Encoders(
+        text,
+        image_model,
+        service_image_encoder(image_model, args.embedder),
+        service_encoder(image_model, args.embedder),
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _common(train)
     train.add_argument("--out", required=True, help="folder of the new version, e.g. var/tagger/models/v1")
     train.add_argument("--text-model", default="mpnet", choices=("mpnet", "minilm"))
+    train.add_argument(
+        "--image-model",
+        default="",
+        help="the embedder's image model with a text tower (clip) for objects that have images; needs --embedder",
+    )
     train.add_argument("--holdout", type=float, default=0.25, help="share of training held back for the combiner")
     train.add_argument(
         "--no-refit", action="store_true", help="keep the base models trained without the held-back slice"
@@ -71,11 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if (out / "meta.json").exists():
                 print(f"{out} already holds a trained version; choose a new folder", file=sys.stderr)
                 return 2
-            encode = _encoder(args, args.text_model)
+            encoders = _encoders(args, args.text_model, args.image_model)
             model = train_model(
                 docs,
                 vocabulary,
-                encode,
+                encoders,
                 args.text_model,
                 out,
                 seed=args.seed,
@@ -87,13 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 eval_docs = load_documents(args.eval_data)
                 if args.eval_limit:
                     eval_docs = sample(eval_docs, args.eval_limit, args.seed)
-                metrics = evaluate_model(model, eval_docs, encode, cache)
+                metrics = evaluate_model(model, eval_docs, encoders, cache)
                 print(write_report(metrics, out / "evaluation"))
                 model.meta["evaluation"] = summary_for_meta(metrics)
                 model.write_meta()
         else:
             model = TaggerModel.load(args.model, vocabulary)
-            metrics = evaluate_model(model, docs, _encoder(args, model.text_model), cache)
+            metrics = evaluate_model(model, docs, _encoders(args, model.text_model, model.image_model), cache)
             print(write_report(metrics, Path(args.out)))
             if args.record:
                 model.meta["evaluation"] = summary_for_meta(metrics)

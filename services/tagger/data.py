@@ -2,11 +2,13 @@
 
 A document is the object as the models may read it (every field except `subjects` and
 `subject_paths`) plus its gold subjects. Files are JSON lines in the shared Tate format (or
-any format `vitrine.search.records` reads); subjects map to the vocabulary's tag indices.
+any format `vitrine.search.records` reads); subjects map to the vocabulary's tag indices. A
+record's image (a file next to the records file, or a URL) is attached as bytes.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,9 +18,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from vitrine.common.objects import object_text
-from vitrine.search.records import read_rows, record_to_object
+from vitrine.search.records import ImageReader, RecordError, image_source, read_rows, record_to_object
 from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2
+
+log = logging.getLogger("vitrine.tagger.data")
 
 TURNER = "Joseph Mallord William Turner"
 
@@ -48,12 +52,20 @@ def document_from_object(obj: common_pb2.CollectionObject) -> Document:
 
 def load_documents(path: str | Path, limit: int | None = None) -> list[Document]:
     docs: list[Document] = []
+    images = ImageReader(Path(path).parent)
     for _, row in read_rows(path):
         if isinstance(row, str):
             continue  # unparseable line: the records reader names it; nothing to learn from
         row = dict(row)
         row.pop("subject_paths", None)
-        docs.append(document_from_object(record_to_object(row)))
+        obj = record_to_object(row)
+        source = image_source(row)
+        if source:
+            try:
+                obj.image.CopyFrom(images.read(source))
+            except RecordError as exc:
+                log.warning("object kept without its image", extra={"object_id": obj.id, "reason": str(exc)})
+        docs.append(document_from_object(obj))
         if limit and len(docs) >= limit:
             break
     return docs

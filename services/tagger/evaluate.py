@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from vitrine.tagger.data import TURNER, Document, texts
-from vitrine.tagger.embeddings import EmbeddingCache, Encode, embed_cached
+from vitrine.tagger.data import TURNER, Document
+from vitrine.tagger.embeddings import EmbeddingCache, Encoders, embed_objects
 from vitrine.tagger.metrics import METRIC_NAMES, evaluate, markdown_table
 from vitrine.tagger.model import TaggerModel
 
@@ -32,7 +32,7 @@ def training_ids(model: TaggerModel) -> set[str]:
 def evaluate_model(
     model: TaggerModel,
     docs: Sequence[Document],
-    encode: Encode,
+    encoders: Encoders,
     cache: EmbeddingCache | None,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -42,8 +42,9 @@ def evaluate_model(
             f"{len(overlap)} of the objects to evaluate were in this model's training data "
             f"(e.g. {sorted(overlap)[:3]}): evaluate on objects the model never saw"
         )
-    vectors = embed_cached(texts(docs), model.text_model, encode, cache, progress=f"{model.text_model}: objects")
-    inputs = model.inputs([d.obj for d in docs], vectors)
+    objects = [d.obj for d in docs]
+    dimension = model.context.tag_vectors.shape[1]
+    inputs = model.inputs(objects, embed_objects(objects, model.text_model, dimension, encoders, cache))
     ranked = model.rank(inputs)
     names = model.vocabulary.terms
     rankings: dict[str, list[list[str]]] = {"ensemble": []}

@@ -18,11 +18,12 @@ import scipy.sparse as sp
 
 from vitrine.tagger.backends.artist_prior import ArtistPrior
 from vitrine.tagger.backends.base import Backend, Context, Inputs
-from vitrine.tagger.backends.knn import TfidfKnn, VectorKnn
+from vitrine.tagger.backends.knn import ImageKnn, TfidfKnn, VectorKnn
 from vitrine.tagger.backends.linear import Linear
 from vitrine.tagger.backends.most_frequent import MostFrequent
 from vitrine.tagger.backends.omikuji_tree import OmikujiTree
 from vitrine.tagger.backends.semantic_text import SemanticImage, SemanticText
+from vitrine.tagger.embeddings import ObjectVectors
 from vitrine.tagger.ensemble import Candidates, Combiner
 from vitrine.tagger.text_features import TfidfFeatures, words
 from vitrine.tagger.vocabulary import Vocabulary
@@ -34,6 +35,7 @@ BACKENDS: dict[str, type[Backend]] = {
         MostFrequent,
         ArtistPrior,
         VectorKnn,
+        ImageKnn,
         TfidfKnn,
         Linear,
         OmikujiTree,
@@ -44,6 +46,8 @@ BACKENDS: dict[str, type[Backend]] = {
 # The base models whose outputs the combiner reads (most_frequent is a baseline only: the tag's
 # frequency is a combiner feature of its own).
 COMBINED = ("knn", "tfidf_knn", "linear", "omikuji", "artist_prior", "semantic_text")
+# Joined to them when the training objects have images and an image model embeds them.
+IMAGE_BACKENDS = ("image_knn", "semantic_image")
 CANDIDATES_PER_MODEL = 40
 SIMILAR_OBJECTS = 3
 NEIGHBOURS_FOR_EXPLANATIONS = 50
@@ -84,19 +88,32 @@ class TaggerModel:
     def text_model(self) -> str:
         return str(self.meta["text_model"])
 
+    @property
+    def image_model(self) -> str:
+        """The embedder's image model this version reads images with ('' = it reads no images)."""
+        return str(self.meta.get("image_model", ""))
+
+    @property
+    def combined(self) -> tuple[str, ...]:
+        """The base models whose outputs this version's combiner reads."""
+        return tuple(self.meta.get("combined", COMBINED))
+
     # -- inputs and base models -----------------------------------------------------------
 
-    def inputs(self, objects: list[common_pb2.CollectionObject], text_vectors: np.ndarray) -> Inputs:
+    def inputs(self, objects: list[common_pb2.CollectionObject], vectors: ObjectVectors) -> Inputs:
         assert self.tfidf is not None
-        return Inputs(objects, text_vectors.astype(np.float32), self.tfidf.transform(objects))
+        return Inputs(
+            objects, vectors.text.astype(np.float32), self.tfidf.transform(objects), vectors.image, vectors.has_image
+        )
 
     @property
     def candidates_per_model(self) -> int:
         """How many tags each base model proposes to the combiner (fixed at training)."""
         return int(self.meta.get("candidates_per_model", CANDIDATES_PER_MODEL))
 
-    def base_outputs(self, inputs: Inputs, names: tuple[str, ...] = COMBINED) -> dict[str, sp.csr_matrix]:
-        return {name: self.backends[name].suggest(inputs, self.candidates_per_model) for name in names}
+    def base_outputs(self, inputs: Inputs, names: tuple[str, ...] = ()) -> dict[str, sp.csr_matrix]:
+        """Each named base model's top tags (default: those the combiner reads)."""
+        return {name: self.backends[name].suggest(inputs, self.candidates_per_model) for name in names or self.combined}
 
     def artist_works(self, objects: list[common_pb2.CollectionObject]) -> np.ndarray:
         prior = self.backends["artist_prior"]
@@ -128,9 +145,7 @@ class TaggerModel:
         ks = [k] * len(inputs) if isinstance(k, int) else list(k)
         cuts = [threshold] * len(inputs) if isinstance(threshold, (int, float)) else list(threshold)
         cuts = [c if c > 0 else self.combiner.threshold for c in cuts]
-        knn = self.backends["knn"]
-        assert isinstance(knn, VectorKnn)
-        neighbours, sims = knn.nearest(inputs, NEIGHBOURS_FOR_EXPLANATIONS)
+        similar = self._similar_objects(inputs)
         answers = []
         for doc in range(len(inputs)):
             order, probabilities = ranked.ranking(doc)
@@ -139,9 +154,7 @@ class TaggerModel:
             answer = []
             for i, position in enumerate(keep):
                 tag = int(ranked.candidates.tags[position])
-                answer.append(
-                    self._suggestion(ranked, position, tag, shap[i], neighbours[doc], sims[doc], existing, doc)
-                )
+                answer.append(self._suggestion(ranked, position, tag, shap[i], similar[doc], existing, doc))
             answers.append(answer)
         return answers
 
@@ -151,8 +164,7 @@ class TaggerModel:
         position: int,
         tag: int,
         shap: np.ndarray,
-        neighbours: np.ndarray,
-        sims: np.ndarray,
+        similar: list[tuple[float, VectorKnn, int]],
         existing: list[set[str]] | None,
         doc: int,
     ) -> tagger_pb2.TagSuggestion:
@@ -174,22 +186,24 @@ class TaggerModel:
             )
         prior_share = float(shap[names.index("tag_log_count")] + shap[names.index("artist_log_works")]) / total
         components.append(common_pb2.ComponentEvidence(component="tag_frequency", contribution=prior_share))
-        knn = self.backends["knn"]
-        assert isinstance(knn, VectorKnn)
-        labels = knn.labels
-        carrying = [
-            common_pb2.SimilarObject(id=knn.ids[n], title=knn.titles[n], similarity=float(s))
-            for n, s in zip(neighbours, sims, strict=True)
-            if tag in labels.indices[labels.indptr[n] : labels.indptr[n + 1]]
-        ][:SIMILAR_OBJECTS]
+        carrying: list[common_pb2.SimilarObject] = []
+        for similarity, source, n in similar:
+            carries = tag in source.labels.indices[source.labels.indptr[n] : source.labels.indptr[n + 1]]
+            if carries and source.ids[n] not in {c.id for c in carrying}:
+                carrying.append(
+                    common_pb2.SimilarObject(id=source.ids[n], title=source.titles[n], similarity=similarity)
+                )
+            if len(carrying) == SIMILAR_OBJECTS:
+                break
         obj = ranked.inputs.objects[doc]
         matched = [
             common_pb2.MatchedText(field=f, text=_matched_words(getattr(obj, f), term.subject), similarity=share)
             for f, share in self.combiner.tag_words.field_matches(obj, tag).items()
         ]
-        semantic = float(candidates.scores["semantic_text"][position])
-        if semantic > 0:
-            matched.append(common_pb2.MatchedText(field="metadata (meaning)", text=term.subject, similarity=semantic))
+        for backend, field in (("semantic_text", "metadata (meaning)"), ("semantic_image", "image (meaning)")):
+            semantic = float(candidates.scores[backend][position]) if backend in candidates.scores else 0.0
+            if semantic > 0:
+                matched.append(common_pb2.MatchedText(field=field, text=term.subject, similarity=semantic))
         supervised = any(candidates.scores[b][position] > 0 for b in self.combiner.backends if BACKENDS[b].supervised)
         kind = tagger_pb2.SUGGESTION_KIND_MIMIC if supervised else tagger_pb2.SUGGESTION_KIND_RECOMMEND
         probability = float(ranked.probabilities[position])
@@ -207,6 +221,26 @@ class TaggerModel:
             ),
         )
 
+    def _similar_objects(self, inputs: Inputs) -> list[list[tuple[float, VectorKnn, int]]]:
+        """Per object, its nearest tagged training objects by text and (when it has one) by
+        image, most similar first: (similarity, the kNN model holding them, row)."""
+        found: list[list[tuple[float, VectorKnn, int]]] = [[] for _ in range(len(inputs))]
+        for name in ("knn", "image_knn"):
+            source = self.backends.get(name)
+            if not isinstance(source, VectorKnn) or len(source.ids) == 0:
+                continue
+            _, present = source.usable(inputs)
+            if not present.any():
+                continue
+            neighbours, sims = source.nearest(inputs, NEIGHBOURS_FOR_EXPLANATIONS)
+            for doc in np.flatnonzero(present):
+                found[doc] += [
+                    (float(s), source, int(n)) for n, s in zip(neighbours[doc], sims[doc], strict=True) if s > 0
+                ]
+        for rows in found:
+            rows.sort(key=lambda row: -row[0])
+        return found
+
     # -- persistence ------------------------------------------------------------------------
 
     def save(self) -> None:
@@ -214,6 +248,8 @@ class TaggerModel:
         assert self.tfidf is not None and self.combiner is not None
         self.tfidf.save(self.directory)
         np.save(self.directory / "tag_vectors.npy", self.context.tag_vectors.astype(np.float16))
+        if self.context.tag_image_vectors is not None:
+            np.save(self.directory / "tag_image_vectors.npy", self.context.tag_image_vectors.astype(np.float16))
         np.save(self.directory / "tag_counts.npy", self.tag_counts)
         for name, backend in self.backends.items():
             folder = self.directory / "backends" / name
@@ -240,7 +276,9 @@ class TaggerModel:
         model = cls(directory, vocabulary, meta)
         model.tfidf = TfidfFeatures.load(directory)
         tag_vectors = np.load(directory / "tag_vectors.npy", allow_pickle=False).astype(np.float32)
-        model.context = Context(vocabulary, tag_vectors)
+        image_path = directory / "tag_image_vectors.npy"
+        tag_image_vectors = np.load(image_path, allow_pickle=False).astype(np.float32) if image_path.exists() else None
+        model.context = Context(vocabulary, tag_vectors, tag_image_vectors)
         model.tag_counts = np.load(directory / "tag_counts.npy", allow_pickle=False)
         for name in meta["backends"]:
             backend = BACKENDS[name](model.context)

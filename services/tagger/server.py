@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
-import numpy as np
 from prometheus_client import Counter, Histogram
 
 from vitrine.common.embedder_client import EmbedderClient
@@ -23,6 +22,7 @@ from vitrine.common.objects import object_text
 from vitrine.common.server import run_server
 from vitrine.common.settings import load_settings
 from vitrine.common.validation import bounded_int
+from vitrine.tagger.embeddings import ObjectVectors, ToEmbed
 from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.settings import ENV_PREFIX, TaggerSettings
 from vitrine.tagger.vocabulary import Vocabulary
@@ -93,10 +93,10 @@ class Tagger:
             for kind in KIND_NAMES.values():
                 SUGGESTIONS.labels(self.model.version, kind)
         await self.embedder.wait_until_serving(self.settings.wait_for_embedder_s)
-        needed = self.model.text_model if self.model else self.settings.text_model
+        needed = {self.model.text_model, self.model.image_model} - {""} if self.model else {self.settings.text_model}
         models = {m.name for m in (await self.embedder.list_models()).models}
-        if needed not in models:
-            raise RuntimeError(f"the embedder has no {needed!r} model (it has {sorted(models)})")
+        if needed - models:
+            raise RuntimeError(f"the embedder has no {sorted(needed - models)} model (it has {sorted(models)})")
 
     async def close(self) -> None:
         await self.embedder.close()
@@ -113,7 +113,7 @@ class Tagger:
             raise invalid_argument(
                 f"object {request.object.id!r} has no usable text (title, artist, medium, ...) and no image"
             )
-        if not text:
+        if not text and not (self.model and self.model.image_model):
             raise invalid_argument(
                 f"object {request.object.id!r} has only an image: this model version reads text "
                 "(title, artist, medium, ...); give at least a title"
@@ -133,9 +133,12 @@ class Tagger:
         if model is None:
             raise failed_precondition(self.status_message)
         objects = [r.object for r in requests]
-        vectors = await self.embedder.embed_texts(model.text_model, [object_text(o) for o in objects])
+        todo = ToEmbed.plan(objects, read_images=bool(model.image_model))
+        texts = await self.embedder.embed_texts(model.text_model, todo.texts) if todo.texts else None
+        images = await self.embedder.embed_images(model.image_model, todo.images) if todo.images else None
+        vectors = todo.assemble(model.context.tag_vectors.shape[1], texts, images)
         # Each request may have its own k and threshold: rank once, cut per request.
-        answers = await asyncio.to_thread(self._suggest_sync, model, objects, np.asarray(vectors), requests, ks)
+        answers = await asyncio.to_thread(self._suggest_sync, model, objects, vectors, requests, ks)
         for suggestions in answers:
             SUGGESTIONS_PER_REQUEST.labels(model.version).observe(len(suggestions))
             for suggestion in suggestions:
@@ -150,7 +153,7 @@ class Tagger:
     def _suggest_sync(
         model: TaggerModel,
         objects: list[common_pb2.CollectionObject],
-        vectors: np.ndarray,
+        vectors: ObjectVectors,
         requests: Sequence[tagger_pb2.SuggestTagsRequest],
         ks: list[int],
     ) -> list[list[tagger_pb2.TagSuggestion]]:

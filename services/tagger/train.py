@@ -1,6 +1,7 @@
 """Training a model version: base models, then the combiner on documents they never saw.
 
-1. Embed every training text and every tag name (cached by content).
+1. Embed every training text and every tag name (cached by content); with an image model,
+   every training image too, and the tag names in the image model's text space.
 2. Hold back a seeded slice of the training documents (25% by default). Train the base models
    on the rest, let them suggest for the held-back slice, and train the combiner on those
    suggestions against the slice's real tags (its own validation part picks the number of trees
@@ -19,22 +20,24 @@ from pathlib import Path
 import numpy as np
 
 from vitrine.tagger.backends.base import Context, Inputs, tagged_mask
-from vitrine.tagger.data import Document, label_matrix, split_holdout, tag_counts, texts
-from vitrine.tagger.embeddings import EmbeddingCache, Encode, embed_cached
+from vitrine.tagger.data import Document, label_matrix, split_holdout, tag_counts
+from vitrine.tagger.embeddings import EmbeddingCache, Encoders, embed_cached, embed_objects
 from vitrine.tagger.ensemble import Combiner, best_threshold
-from vitrine.tagger.model import BACKENDS, CANDIDATES_PER_MODEL, COMBINED, TaggerModel
+from vitrine.tagger.model import BACKENDS, CANDIDATES_PER_MODEL, COMBINED, IMAGE_BACKENDS, TaggerModel
 from vitrine.tagger.text_features import TfidfFeatures
 from vitrine.tagger.vocabulary import Vocabulary
 
 log = logging.getLogger("vitrine.tagger.train")
 
-TRAINED = ("most_frequent", *COMBINED)  # every model a version holds
+BASELINES = ("most_frequent",)  # trained and evaluated, not combined
+# How a tag name is put to CLIP's text tower (its training captions describe pictures).
+IMAGE_PROMPT = "a picture of {}"
 
 
 def train_model(
     docs: Sequence[Document],
     vocabulary: Vocabulary,
-    encode: Encode,
+    encoders: Encoders,
     text_model: str,
     out: Path,
     seed: int = 1,
@@ -53,22 +56,33 @@ def train_model(
 
     clock = time.perf_counter()
     docs = [d for d in docs if d.text or d.obj.image.WhichOneof("source")]
-    tag_vectors = embed_cached(
-        [t.subject for t in vocabulary], text_model, encode, cache, progress=f"{text_model}: tags"
-    )
-    text_vectors = embed_cached(texts(docs), text_model, encode, cache, progress=f"{text_model}: objects")
+    tag_names = [t.subject for t in vocabulary]
+    tag_vectors = embed_cached(tag_names, text_model, encoders.text, cache, progress=f"{text_model}: tags")
+    objects = [d.obj for d in docs]
+    vectors = embed_objects(objects, text_model, tag_vectors.shape[1], encoders, cache)
+    combined, tag_image_vectors = COMBINED, None
+    if vectors.image is not None and encoders.image_text is not None:
+        assert vectors.has_image is not None
+        say(f"{int(vectors.has_image.sum())} of {len(docs)} training objects have an image: {IMAGE_BACKENDS} join in")
+        prompts = [IMAGE_PROMPT.format(name) for name in tag_names]
+        tag_image_vectors = embed_cached(
+            prompts, encoders.image_model, encoders.image_text, cache, progress=f"{encoders.image_model}: tags"
+        )
+        combined = (*COMBINED, *IMAGE_BACKENDS)
+    elif encoders.image is not None:
+        say("no training object has an image: this version reads text only")
+    trained = (*BASELINES, *combined)
     clock = lap("embedding", clock)
 
-    objects = [d.obj for d in docs]
     tfidf = TfidfFeatures.fit(objects)
-    inputs = Inputs(objects, text_vectors, tfidf.transform(objects))
+    inputs = Inputs(objects, vectors.text, tfidf.transform(objects), vectors.image, vectors.has_image)
     labels = label_matrix(docs, vocabulary)
-    context = Context(vocabulary, tag_vectors)
+    context = Context(vocabulary, tag_vectors, tag_image_vectors)
     base_rows, held_rows = split_holdout(len(docs), holdout_share, seed)
     held_rows = held_rows[tagged_mask(labels[held_rows])]
     say(f"{len(docs)} training documents: base models learn from {len(base_rows)}, the combiner from {len(held_rows)}")
 
-    model = TaggerModel(out, vocabulary, {})
+    model = TaggerModel(out, vocabulary, {"combined": list(combined)})
     model.tfidf = tfidf
     model.context = context
 
@@ -76,7 +90,7 @@ def train_model(
         nonlocal clock
         part, part_labels = inputs.subset(rows), labels[rows]
         model.tag_counts = tag_counts(part_labels)
-        for name in TRAINED:
+        for name in trained:
             backend = BACKENDS[name](context)
             backend.train(part, part_labels, seed)
             model.backends[name] = backend
@@ -87,7 +101,7 @@ def train_model(
     outputs = model.base_outputs(held)
     clock = lap("base-model suggestions for the held-back slice", clock)
 
-    combiner = Combiner(list(COMBINED), vocabulary)
+    combiner = Combiner(list(combined), vocabulary)
     candidates = combiner.candidates(held.objects, outputs, model.tag_counts, model.artist_works(held.objects))
     held_labels = labels[held_rows]
     truth = np.asarray(held_labels[candidates.docs, candidates.tags]).ravel()
@@ -125,13 +139,14 @@ def train_model(
         "version": out.name,
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "text_model": text_model,
+        "image_model": encoders.image_model if tag_image_vectors is not None else "",
         "seed": seed,
         "training_objects": len(docs),
         "tagged_training_objects": int(tagged_mask(labels).sum()),
         "tags_known": int((model.tag_counts > 0).sum()),
         "vocabulary_size": len(vocabulary),
-        "backends": list(TRAINED),
-        "combined": list(COMBINED),
+        "backends": list(trained),
+        "combined": list(combined),
         "holdout_share": holdout_share,
         "candidates_per_model": CANDIDATES_PER_MODEL,
         "combiner_candidates": len(truth),

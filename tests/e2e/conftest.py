@@ -1,6 +1,7 @@
-"""The whole system for end-to-end tests: real embedder (MPNet, EfficientNet-Lite0, MiniLM), a
-tagger serving a version trained on a Tate slice, and search on loopback ports, with a slice of
-the demo collection loaded through the search CLI."""
+"""The whole system for end-to-end tests: real embedder (MPNet, EfficientNet-Lite0, MiniLM, and a
+tiny random-weight CLIP for the image path), a tagger serving a version trained on a Tate slice
+(some objects given paintings by tag, so the image models have evidence to learn from), and
+search on loopback ports, with a slice of the demo collection loaded through the search CLI."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import FIXTURES
 from tests.servers import ROOT, ServiceProcess, start_service
-from tests.tagger_data import train_small_model, write_slice
+from tests.tagger_data import TaggerSlice, attach_images, train_small_model, write_slice
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 DEMO_OBJECT = "D00889"  # "A Two-Masted Sailing Ship Seen from the Shore", line 391 of tate_dev
+TINY_CLIP_CONFIG = FIXTURES / "tiny_clip.json"
 
 
 @dataclass
@@ -25,6 +28,8 @@ class System:
     embedder: ServiceProcess
     tagger: ServiceProcess
     search: ServiceProcess
+    tagger_data: TaggerSlice
+    tag_paintings: dict[str, Path]  # the painting given to objects that carry the tag
 
     @property
     def services(self) -> list[ServiceProcess]:
@@ -34,13 +39,21 @@ class System:
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     data_dir: Path = tmp_path_factory.mktemp("system")
-    embedder = start_service("embedder", {"VITRINE_EMBEDDER_MODELS": "mpnet,efficientnet-lite0,minilm"})
+    embedder_env = {
+        "VITRINE_EMBEDDER_MODELS": "mpnet,efficientnet-lite0,minilm,clip",
+        "VITRINE_EMBEDDER_CLIP_MODEL": TINY_CLIP_CONFIG.stem,
+        "VITRINE_EMBEDDER_CLIP_CONFIG": str(TINY_CLIP_CONFIG),
+    }
+    embedder = start_service("embedder", embedder_env)
     started = [embedder]
     try:
         embedder.wait_serving(300)
-        # A real tagger version, trained through the embedder on a slice of the Tate data (MiniLM).
+        # A real tagger version, trained through the embedder on a slice of the Tate data (MiniLM),
+        # reading images with CLIP.
         tagger_data = write_slice(data_dir / "tagger-data")
-        train_small_model(tagger_data, data_dir / "tagger-models" / "e2e-v1", embedder=embedder.address)
+        tag_paintings = attach_images(tagger_data)
+        models = data_dir / "tagger-models"
+        train_small_model(tagger_data, models / "e2e-v1", embedder=embedder.address, image_model="clip")
         tagger_env = {
             "VITRINE_TAGGER_EMBEDDER_ADDRESS": embedder.address,
             "VITRINE_TAGGER_MODEL_DIR": str(data_dir / "tagger-models"),
@@ -64,7 +77,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         )
         paintings = SHARED_DATA / "paintings" / "metadata.jsonl"  # the README's Recommend example likes one
         subprocess.run([*ingest, str(paintings), "--limit", "20", "--quiet"], check=True, env=os.environ, cwd=ROOT)
-        yield System(embedder, tagger, search)
+        yield System(embedder, tagger, search, tagger_data, tag_paintings)
     finally:
         for service in reversed(started):
             service.stop()

@@ -1,5 +1,5 @@
-"""The tagger's RPCs through gRPC on the running system: batch streaming keeps order, bad input
-gets a status that says what to fix."""
+"""The tagger's RPCs through gRPC on the running system: batch streaming keeps order, images are
+read when present, bad input gets a status that says what to fix."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import grpc
 import pytest
 
 from tests.e2e.conftest import System
+from vitrine.tagger.data import load_documents
 from vitrine.v1 import common_pb2, tagger_pb2, tagger_pb2_grpc
 
 
@@ -43,6 +44,12 @@ def test_stream_answers_in_order(stub: tagger_pb2_grpc.TaggerServiceStub) -> Non
             "unknown vocabulary",
         ),
         (tagger_pb2.SuggestTagsRequest(object=common_pb2.CollectionObject(id="x", title="S" * 30_000)), "characters"),
+        (
+            tagger_pb2.SuggestTagsRequest(
+                object=common_pb2.CollectionObject(id="x", title="Sea", image=common_pb2.Image(data=b"not an image"))
+            ),
+            "not a recognised image",
+        ),
     ],
 )
 def test_bad_requests(
@@ -52,3 +59,33 @@ def test_bad_requests(
         stub.SuggestTags(request_, timeout=30)
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in failure.value.details()
+
+
+def test_version_reads_images(system: System, stub: tagger_pb2_grpc.TaggerServiceStub) -> None:
+    info = stub.GetTaggerInfo(tagger_pb2.GetTaggerInfoRequest(), timeout=30)
+    assert {"image_knn", "semantic_image"} <= set(info.components)
+
+
+def test_image_only_object_gets_the_tags_its_image_carries(
+    system: System, stub: tagger_pb2_grpc.TaggerServiceStub
+) -> None:
+    """An object with nothing but an image: only the image models have evidence. Its image is
+    the painting the training slice gave to objects carrying `tag`, so image kNN finds those
+    objects, and the explanation names them."""
+    carriers = {d.id: d for d in load_documents(system.tagger_data.train)}
+    for tag, painting in list(system.tag_paintings.items())[:3]:
+        image = common_pb2.Image(data=painting.read_bytes())
+        request = tagger_pb2.SuggestTagsRequest(
+            object=common_pb2.CollectionObject(id=f"only-image-{painting.stem}", image=image), k=5, threshold=0.0001
+        )
+        answer = stub.SuggestTags(request, timeout=60)
+        ids = [s.tag.id for s in answer.suggestions]
+        assert tag in ids[:3], (tag, ids)
+        found = answer.suggestions[ids.index(tag)]
+        evidence = {c.component: c for c in found.explanation.components}
+        assert evidence["image_knn"].score > 0.5 and evidence["image_knn"].rank >= 1
+        assert evidence["knn"].score == 0 and evidence["omikuji"].score == 0  # no text, no text evidence
+        assert found.explanation.similar_objects
+        for similar in found.explanation.similar_objects:
+            assert tag in carriers[similar.id].subjects
+            assert similar.similarity == pytest.approx(1.0, abs=1e-3)  # the very same painting

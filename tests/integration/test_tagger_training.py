@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.tagger_data import TaggerSlice, tagger_cli, train_command, train_small_model, write_slice
 from vitrine.tagger.data import load_documents
-from vitrine.tagger.embeddings import EmbeddingCache, embed_cached, local_encoder
+from vitrine.tagger.embeddings import EmbeddingCache, Encoders, embed_objects, local_encoder
 from vitrine.tagger.metrics import METRIC_NAMES
 from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.vocabulary import Vocabulary
@@ -88,11 +88,11 @@ def test_explanations_reference_real_evidence(trained: tuple[TaggerSlice, Path])
     model = TaggerModel.load(model_dir, vocabulary)
     train_docs = {d.id: d for d in load_documents(data.train)}
     dev_docs = load_documents(data.dev)[:40]
-    encode = local_encoder("minilm", threads=2)
-    vectors = embed_cached(
-        [d.text for d in dev_docs], "minilm", encode, EmbeddingCache(model_dir.parent / "embeddings.sqlite3")
-    )
-    answers = model.suggest(model.inputs([d.obj for d in dev_docs], vectors), 10, 0.0001)
+    encoders = Encoders(local_encoder("minilm", threads=2))
+    objects = [d.obj for d in dev_docs]
+    cache = EmbeddingCache(model_dir.parent / "embeddings.sqlite3")
+    vectors = embed_objects(objects, "minilm", model.context.tag_vectors.shape[1], encoders, cache)
+    answers = model.suggest(model.inputs(objects, vectors), 10, 0.0001)
     similar_checked = matched_checked = 0
     kinds = set()
     for doc, suggestions in zip(dev_docs, answers, strict=True):

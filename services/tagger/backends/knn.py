@@ -1,7 +1,8 @@
 """Nearest-neighbour label propagation: the tags of the most similar tagged objects.
 
-Two flavours share the code: `knn` over the MPNet text vectors (meaning) and `tfidf_knn` over
-TF-IDF words (the baseline of the evaluation table). The `knn` neighbours also serve the
+Three flavours share the code: `knn` over the MPNet text vectors (meaning), `image_knn` over
+the CLIP image vectors of objects that have an image, and `tfidf_knn` over TF-IDF words (the
+baseline of the evaluation table). The `knn` neighbours also serve the
 explanations: "objects like this one that carry the tag".
 """
 
@@ -31,21 +32,31 @@ class VectorKnn(Backend):
     neighbours = 30
     power = 3.0
 
+    def usable(self, inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors this flavour reads, and which objects have one."""
+        return inputs.text_vectors, np.ones(len(inputs), dtype=bool)
+
     def train(self, inputs: Inputs, labels: sp.csr_matrix, seed: int) -> None:
-        tagged = np.flatnonzero(tagged_mask(labels))
-        self.vectors = inputs.text_vectors[tagged].astype(np.float32)
-        self.labels = labels[tagged].tocsr()
-        self.ids = [inputs.objects[i].id for i in tagged]
-        self.titles = [inputs.objects[i].title for i in tagged]
+        vectors, present = self.usable(inputs)
+        keep = np.flatnonzero(tagged_mask(labels) & present)
+        self.vectors = vectors[keep].astype(np.float32)
+        self.labels = labels[keep].tocsr()
+        self.ids = [inputs.objects[i].id for i in keep]
+        self.titles = [inputs.objects[i].title for i in keep]
 
     def nearest(self, inputs: Inputs, k: int) -> tuple[np.ndarray, np.ndarray]:
-        found = [nearest(inputs.text_vectors[s], self.vectors, k) for s in chunks(len(inputs), CHUNK)]
+        vectors, _ = self.usable(inputs)
+        found = [nearest(vectors[s], self.vectors, k) for s in chunks(len(inputs), CHUNK)]
         if not found:
             return np.zeros((0, k), int), np.zeros((0, k), np.float32)
         return np.vstack([f[0] for f in found]), np.vstack([f[1] for f in found])
 
     def suggest(self, inputs: Inputs, limit: int) -> sp.csr_matrix:
+        _, present = self.usable(inputs)
+        if len(self.ids) == 0 or not present.any():
+            return sp.csr_matrix((len(inputs), self.labels.shape[1]), dtype=np.float32)
         neighbours, sims = self.nearest(inputs, self.neighbours)
+        sims = np.where(present[:, None], sims, 0.0).astype(np.float32)
         return top_k_sparse(neighbour_scores(neighbours, sims, self.labels, self.power), limit)
 
     def save(self, directory: Path) -> None:
@@ -58,6 +69,17 @@ class VectorKnn(Backend):
         self.labels = sp.load_npz(directory / "labels.npz").tocsr()
         objects = json.loads((directory / "objects.json").read_text())
         self.ids, self.titles = objects["ids"], objects["titles"]
+
+
+class ImageKnn(VectorKnn):
+    """Tags of the tagged objects whose images look most like this object's image."""
+
+    name = "image_knn"
+
+    def usable(self, inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
+        if inputs.image_vectors is None or inputs.has_image is None:
+            return np.zeros((len(inputs), 0), np.float32), np.zeros(len(inputs), dtype=bool)
+        return inputs.image_vectors, inputs.has_image
 
 
 class TfidfKnn(Backend):

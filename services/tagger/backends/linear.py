@@ -56,8 +56,10 @@ class Linear(Backend):
         full = len(self.context.vocabulary)
         parts = []
         for part in chunks(len(inputs), 1024):
-            logits = inputs.text_vectors[part].astype(np.float32) @ self.weight.T + self.bias
-            local = top_k_rows(1.0 / (1.0 + np.exp(-logits)), limit)
+            vectors = inputs.text_vectors[part].astype(np.float32)
+            probabilities = 1.0 / (1.0 + np.exp(-(vectors @ self.weight.T + self.bias)))
+            probabilities[~vectors.any(axis=1)] = 0.0  # no text: the bias alone is no evidence
+            local = top_k_rows(probabilities, limit)
             # Map the local columns (trained tags) back to vocabulary columns.
             parts.append(
                 sp.csr_matrix((local.data, self.tags[local.indices], local.indptr), shape=(local.shape[0], full))
