@@ -21,6 +21,10 @@ def invalid_argument(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+def already_exists(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.ALREADY_EXISTS, message)
+
+
 def not_found(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.NOT_FOUND, message)
 

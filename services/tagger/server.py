@@ -23,6 +23,7 @@ from vitrine.common.server import run_server
 from vitrine.common.settings import load_settings
 from vitrine.common.validation import bounded_int
 from vitrine.tagger.embeddings import ObjectVectors, ToEmbed
+from vitrine.tagger.feedback import ACTION_NAMES, Decisions, FeedbackStore, parse
 from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.settings import ENV_PREFIX, TaggerSettings
 from vitrine.tagger.vocabulary import Vocabulary
@@ -48,11 +49,17 @@ SUGGESTIONS = Counter(
     "Suggestions returned, by kind (mimic: supervised evidence; recommend: semantic evidence only).",
     ["model_version", "kind"],
 )
+FEEDBACK = Counter(
+    "vitrine_tagger_feedback",
+    "Curators' feedback items stored (replays of a stored feedback id not counted), by decision.",
+    ["decision"],
+)
 KIND_NAMES = {tagger_pb2.SUGGESTION_KIND_MIMIC: "mimic", tagger_pb2.SUGGESTION_KIND_RECOMMEND: "recommend"}
 
 DEFAULT_K = 10
 MAX_K = 100
 STREAM_BATCH = 32
+MAX_STREAMED_FEEDBACK = 100_000
 TRAIN_HINT = (
     "train one with `vitrine-tagger train --data <objects.jsonl.gz> --out {dir}/<version>` "
     "(`make run` trains a demo version on first start)"
@@ -71,10 +78,14 @@ class Tagger:
         self.embedder = EmbedderClient(settings.embedder_address, settings.embedder_timeout_s)
         self.vocabulary: Vocabulary | None = None
         self.model: TaggerModel | None = None
+        self.feedback: FeedbackStore | None = None
         self.status_message = ""
 
     async def start(self) -> None:
         self.vocabulary = await asyncio.to_thread(Vocabulary.load, self.settings.vocabulary)
+        self.feedback = await asyncio.to_thread(FeedbackStore, self.settings.feedback_db)
+        for action in ACTION_NAMES.values():
+            FEEDBACK.labels(action)
         log.info("vocabulary loaded", extra={"terms": len(self.vocabulary), "path": self.settings.vocabulary})
         model_dir = Path(self.settings.model_dir)
         if self.settings.model_version:
@@ -100,6 +111,8 @@ class Tagger:
 
     async def close(self) -> None:
         await self.embedder.close()
+        if self.feedback:
+            self.feedback.close()
 
     def check_request(self, request: tagger_pb2.SuggestTagsRequest) -> int:
         """Validate; answer k."""
@@ -137,8 +150,10 @@ class Tagger:
         texts = await self.embedder.embed_texts(model.text_model, todo.texts) if todo.texts else None
         images = await self.embedder.embed_images(model.image_model, todo.images) if todo.images else None
         vectors = todo.assemble(model.context.tag_vectors.shape[1], texts, images)
+        assert self.feedback is not None
+        decisions = await asyncio.to_thread(self.feedback.decisions, [o.id for o in objects])
         # Each request may have its own k and threshold: rank once, cut per request.
-        answers = await asyncio.to_thread(self._suggest_sync, model, objects, vectors, requests, ks)
+        answers = await asyncio.to_thread(self._suggest_sync, model, objects, vectors, requests, ks, decisions)
         for suggestions in answers:
             SUGGESTIONS_PER_REQUEST.labels(model.version).observe(len(suggestions))
             for suggestion in suggestions:
@@ -156,10 +171,34 @@ class Tagger:
         vectors: ObjectVectors,
         requests: Sequence[tagger_pb2.SuggestTagsRequest],
         ks: list[int],
+        decisions: dict[str, Decisions],
     ) -> list[list[tagger_pb2.TagSuggestion]]:
+        """Suggestions that honour the curators' feedback so far: tags rejected for an object are
+        left out, tags accepted or added count as its own (`already_present`)."""
         inputs = model.inputs(objects, vectors)
-        existing = [set(o.subjects) for o in objects]
-        return model.suggest(inputs, ks, [r.threshold for r in requests], existing)
+        decided = [decisions[o.id] for o in objects]
+        existing = [set(o.subjects) | d.accepted for o, d in zip(objects, decided, strict=True)]
+        wider = [k + len(d.rejected) for k, d in zip(ks, decided, strict=True)]
+        answers = model.suggest(inputs, wider, [r.threshold for r in requests], existing)
+        return [
+            [s for s in answer if s.tag.id not in d.rejected][:k]
+            for answer, d, k in zip(answers, decided, ks, strict=True)
+        ]
+
+    async def submit_feedback(
+        self, requests: Sequence[tagger_pb2.SubmitFeedbackRequest], numbered: bool = False
+    ) -> list[bool]:
+        """Validate every item, then store them all or none; whether each one is new."""
+        if self.vocabulary is None or self.feedback is None:
+            raise unavailable("the tagger is still starting; retry in a few seconds")
+        vocabulary = self.vocabulary
+        items = [parse(r, vocabulary, f"feedback #{i}: " if numbered else "") for i, r in enumerate(requests)]
+        version = self.model.version if self.model else ""
+        created = await asyncio.to_thread(self.feedback.record, items, version)
+        for item, new in zip(items, created, strict=True):
+            if new:
+                FEEDBACK.labels(item.action).inc()
+        return created
 
 
 class TaggerServicer(tagger_pb2_grpc.TaggerServiceServicer):
@@ -211,11 +250,25 @@ class TaggerServicer(tagger_pb2_grpc.TaggerServiceServicer):
                 )
         return info
 
-    async def SubmitFeedback(self, request, context: grpc.aio.ServicerContext):
-        raise unimplemented("SubmitFeedback arrives with the tagger-in-production issue (#6)")
+    async def SubmitFeedback(self, request: tagger_pb2.SubmitFeedbackRequest, context: grpc.aio.ServicerContext):
+        created = await self.tagger.submit_feedback([request])
+        return tagger_pb2.SubmitFeedbackResponse(feedback_id=request.feedback_id, created=created[0])
 
-    async def StreamSubmitFeedback(self, request_iterator, context: grpc.aio.ServicerContext):
-        raise unimplemented("StreamSubmitFeedback arrives with the tagger-in-production issue (#6)")
+    async def StreamSubmitFeedback(
+        self, request_iterator: AsyncIterator[tagger_pb2.StreamSubmitFeedbackRequest], context: grpc.aio.ServicerContext
+    ) -> tagger_pb2.StreamSubmitFeedbackResponse:
+        """All or nothing: every item is checked before any is stored."""
+        items = []
+        async for message in request_iterator:
+            if len(items) == MAX_STREAMED_FEEDBACK:
+                raise invalid_argument(
+                    f"more than {MAX_STREAMED_FEEDBACK} feedback items in one stream: nothing was stored; "
+                    "split them over several streams"
+                )
+            items.append(message.feedback)
+        created = await self.tagger.submit_feedback(items, numbered=True)
+        new = sum(created)
+        return tagger_pb2.StreamSubmitFeedbackResponse(received=len(items), created=new, duplicates=len(items) - new)
 
     async def Audit(self, request, context: grpc.aio.ServicerContext):
         raise unimplemented("Audit arrives with the tagger-in-production issue (#6)")

@@ -8,8 +8,7 @@ from __future__ import annotations
 from tests.deploy.observability import DASHBOARD_FILE, dashboard_panels, dashboard_usages, load_dashboard
 
 # Panel title -> what the issue asks it to show. Pending panels (no metric exported yet) are
-# listed in deploy/README.md instead: tagger suggestions and acceptance, search zero-result
-# rate, GPU utilisation.
+# listed in deploy/README.md instead (GPU utilisation).
 REQUIRED_PANELS = {
     "Request rate by service": "request rate per service",
     "Request rate by method": "request rate per method",
@@ -22,6 +21,7 @@ REQUIRED_PANELS = {
     "Throughput (items embedded per second)": "embedder throughput",
     "CPU usage by pod": "CPU utilisation",
     "Tagger suggestion distribution: score p10 / p50 / p90": "tagger suggestion distribution",
+    "Tagger acceptance rate (curators' feedback)": "tagger acceptance rate",
 }
 
 

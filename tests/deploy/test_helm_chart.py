@@ -165,6 +165,17 @@ def test_pods_run_non_root_read_only_without_capabilities_or_api_token(value_set
                 assert "/tmp" in mounts, f"{c['name']}: a read-only root needs a writable /tmp"
 
 
+def test_tagger_feedback_file_is_on_a_writable_volume_or_the_given_claim() -> None:
+    for values, claim in (({}, None), ({"tagger": {"feedbackStore": {"existingClaim": "feedback"}}}, "feedback")):
+        tagger = workload(render(values), "tagger")
+        path = Path(env(container(tagger))["VITRINE_TAGGER_FEEDBACK_DB"])
+        mount = next(m for m in container(tagger)["volumeMounts"] if path.is_relative_to(m["mountPath"]))
+        assert not mount.get("readOnly")
+        volume = next(v for v in tagger["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+        assert volume.get("persistentVolumeClaim", {}).get("claimName") == claim
+        assert claim or "emptyDir" in volume
+
+
 def test_every_vitrine_variable_is_a_real_setting() -> None:
     from vitrine.common.settings import describe
     from vitrine.embedder import settings as embedder

@@ -32,6 +32,7 @@ REQUIRED_ALERTS = {
     "VitrineEmbedderHighLatency",
     "VitrineEmbedderQueueBacklog",  # embedder queue saturation
     "VitrineEmbedderQueueNearlyFull",
+    "VitrineTaggerAcceptanceDrop",  # tagger acceptance rate drop (issue #6)
 }
 
 

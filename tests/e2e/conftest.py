@@ -58,6 +58,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             "VITRINE_TAGGER_EMBEDDER_ADDRESS": embedder.address,
             "VITRINE_TAGGER_MODEL_DIR": str(data_dir / "tagger-models"),
             "VITRINE_TAGGER_VOCABULARY": str(tagger_data.vocabulary),
+            "VITRINE_TAGGER_FEEDBACK_DB": str(data_dir / "tagger-feedback.sqlite3"),
         }
         tagger = start_service("tagger", tagger_env)
         started.append(tagger)

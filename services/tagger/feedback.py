@@ -1,0 +1,176 @@
+"""Curators' feedback on suggestions: stored durably, replayed idempotently, applied at once.
+
+Each item says that a curator accepted or rejected a suggested tag for an object, or added a
+tag of their own. Items live in SQLite (WAL journal, `synchronous=FULL`: a call that returned
+survives a crash or power cut) keyed by the client's feedback id, so a client that is unsure
+whether a call went through sends it again; the replay changes nothing. The latest decision per
+(object, tag) wins: it is what suggestions honour before any retraining (a rejected tag is not
+suggested again for the object; accepted and added tags count as the object's own).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vitrine.common.errors import already_exists, invalid_argument
+from vitrine.tagger.vocabulary import Vocabulary
+from vitrine.v1 import tagger_pb2
+
+ACTION_NAMES = {
+    tagger_pb2.FEEDBACK_ACTION_ACCEPT: "accepted",
+    tagger_pb2.FEEDBACK_ACTION_REJECT: "rejected",
+    tagger_pb2.FEEDBACK_ACTION_ADD: "added",
+}
+MAX_ID_CHARS = 200
+MAX_NOTE_CHARS = 4000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    feedback_id TEXT NOT NULL UNIQUE,
+    object_id TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    action TEXT NOT NULL,
+    curator_id TEXT NOT NULL,
+    note TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_object ON feedback (object_id, seq);
+"""
+
+
+@dataclass(frozen=True)
+class Feedback:
+    feedback_id: str
+    object_id: str
+    tag: str
+    action: str  # accepted | rejected | added
+    curator_id: str
+    note: str = ""
+
+
+@dataclass
+class Decisions:
+    """What curators decided about one object's tags (latest decision per tag)."""
+
+    rejected: set[str]
+    accepted: set[str]  # accepted or added
+
+
+def parse(request: tagger_pb2.SubmitFeedbackRequest, vocabulary: Vocabulary, where: str = "") -> Feedback:
+    """A validated feedback item, or INVALID_ARGUMENT saying which field to fix."""
+    for name in ("feedback_id", "object_id", "curator_id"):
+        value = getattr(request, name)
+        if not value.strip():
+            raise invalid_argument(f"{where}{name} is empty: every feedback item needs one")
+        if len(value) > MAX_ID_CHARS:
+            raise invalid_argument(f"{where}{name} has {len(value)} characters: at most {MAX_ID_CHARS}")
+    if request.action not in ACTION_NAMES:
+        raise invalid_argument(f"{where}action is unset or unknown: give ACCEPT, REJECT or ADD")
+    if request.tag not in vocabulary.by_subject:
+        raise invalid_argument(
+            f"{where}tag {request.tag!r} is not in the tagger's vocabulary: use a tag id from SuggestTags"
+        )
+    if len(request.note) > MAX_NOTE_CHARS:
+        raise invalid_argument(f"{where}note has {len(request.note)} characters: at most {MAX_NOTE_CHARS}")
+    return Feedback(
+        request.feedback_id,
+        request.object_id,
+        request.tag,
+        ACTION_NAMES[request.action],
+        request.curator_id,
+        request.note,
+    )
+
+
+class FeedbackStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the server's worker threads, one writer at a time.
+        self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        self.lock = threading.Lock()
+
+    def record(self, items: Sequence[Feedback], model_version: str) -> list[bool]:
+        """Store the items in one transaction; for each, whether it is new (False: the same id
+        was stored before with the same content). An id reused for different content fails the
+        whole batch with ALREADY_EXISTS, storing nothing."""
+        created: list[bool] = []
+        now = time.time()
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for item in items:
+                    stored = self._get(item.feedback_id)
+                    if stored is not None:
+                        if stored != item:
+                            raise already_exists(
+                                f"feedback_id {item.feedback_id!r} was stored before with different content "
+                                f"({stored.action} {stored.tag!r} on {stored.object_id!r}): use a new id",
+                            )
+                        created.append(False)
+                        continue
+                    self.db.execute(
+                        "INSERT INTO feedback (feedback_id, object_id, tag, action, curator_id, note, model_version,"
+                        " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            item.feedback_id,
+                            item.object_id,
+                            item.tag,
+                            item.action,
+                            item.curator_id,
+                            item.note,
+                            model_version,
+                            now,
+                        ),
+                    )
+                    created.append(True)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return created
+
+    def _get(self, feedback_id: str) -> Feedback | None:
+        row = self.db.execute(
+            "SELECT feedback_id, object_id, tag, action, curator_id, note FROM feedback WHERE feedback_id = ?",
+            (feedback_id,),
+        ).fetchone()
+        return Feedback(*row) if row else None
+
+    def decisions(self, object_ids: Iterable[str]) -> dict[str, Decisions]:
+        """Per object id, the curators' latest decision on each tag they gave feedback on."""
+        ids = sorted(set(object_ids))
+        answer = {object_id: Decisions(set(), set()) for object_id in ids}
+        with self.lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self.db.execute(
+                    f"SELECT object_id, tag, action FROM feedback WHERE object_id IN ({marks}) ORDER BY seq", chunk
+                ).fetchall()
+                for object_id, tag, action in rows:
+                    decided = answer[object_id]
+                    decided.rejected.discard(tag)
+                    decided.accepted.discard(tag)
+                    (decided.rejected if action == "rejected" else decided.accepted).add(tag)
+        return answer
+
+    def counts(self) -> dict[str, int]:
+        """Stored items by action."""
+        with self.lock:
+            rows = self.db.execute("SELECT action, COUNT(*) FROM feedback GROUP BY action").fetchall()
+        return {action: int(n) for action, n in rows}
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
