@@ -25,6 +25,7 @@ from vitrine.common.validation import bounded_int
 from vitrine.tagger.embeddings import ObjectVectors, ToEmbed
 from vitrine.tagger.feedback import ACTION_NAMES, Decisions, FeedbackStore, parse
 from vitrine.tagger.model import TaggerModel
+from vitrine.tagger.safety import SafetyRules
 from vitrine.tagger.settings import ENV_PREFIX, TaggerSettings
 from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2, tagger_pb2, tagger_pb2_grpc
@@ -79,11 +80,13 @@ class Tagger:
         self.vocabulary: Vocabulary | None = None
         self.model: TaggerModel | None = None
         self.feedback: FeedbackStore | None = None
+        self.safety: SafetyRules | None = None
         self.status_message = ""
 
     async def start(self) -> None:
         self.vocabulary = await asyncio.to_thread(Vocabulary.load, self.settings.vocabulary)
         self.feedback = await asyncio.to_thread(FeedbackStore, self.settings.feedback_db)
+        self.safety = await asyncio.to_thread(SafetyRules.load, self.settings.safety_rules, self.vocabulary)
         for action in ACTION_NAMES.values():
             FEEDBACK.labels(action)
         log.info("vocabulary loaded", extra={"terms": len(self.vocabulary), "path": self.settings.vocabulary})
@@ -153,7 +156,10 @@ class Tagger:
         assert self.feedback is not None
         decisions = await asyncio.to_thread(self.feedback.decisions, [o.id for o in objects])
         # Each request may have its own k and threshold: rank once, cut per request.
-        answers = await asyncio.to_thread(self._suggest_sync, model, objects, vectors, requests, ks, decisions)
+        assert self.safety is not None
+        answers = await asyncio.to_thread(
+            self._suggest_sync, model, objects, vectors, requests, ks, decisions, self.safety
+        )
         for suggestions in answers:
             SUGGESTIONS_PER_REQUEST.labels(model.version).observe(len(suggestions))
             for suggestion in suggestions:
@@ -172,18 +178,23 @@ class Tagger:
         requests: Sequence[tagger_pb2.SuggestTagsRequest],
         ks: list[int],
         decisions: dict[str, Decisions],
+        safety: SafetyRules,
     ) -> list[list[tagger_pb2.TagSuggestion]]:
-        """Suggestions that honour the curators' feedback so far: tags rejected for an object are
-        left out, tags accepted or added count as its own (`already_present`)."""
+        """Suggestions that honour the curators' feedback so far (tags rejected for an object are
+        left out, tags accepted or added count as its own: `already_present`), with sensitive
+        ones flagged `review_required`."""
         inputs = model.inputs(objects, vectors)
         decided = [decisions[o.id] for o in objects]
         existing = [set(o.subjects) | d.accepted for o, d in zip(objects, decided, strict=True)]
         wider = [k + len(d.rejected) for k, d in zip(ks, decided, strict=True)]
         answers = model.suggest(inputs, wider, [r.threshold for r in requests], existing)
-        return [
+        kept = [
             [s for s in answer if s.tag.id not in d.rejected][:k]
             for answer, d, k in zip(answers, decided, ks, strict=True)
         ]
+        for obj, suggestions in zip(objects, kept, strict=True):
+            safety.flag(obj, suggestions)
+        return kept
 
     async def submit_feedback(
         self, requests: Sequence[tagger_pb2.SubmitFeedbackRequest], numbered: bool = False

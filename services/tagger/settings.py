@@ -26,6 +26,10 @@ class TaggerSettings(ServerSettings):
     model_dir: str = setting("var/tagger/models", "Folder of trained model versions (one sub-folder each).")
     model_version: str = setting("", "Version (sub-folder of model_dir) to serve; empty = the newest trained.")
     max_text_chars: int = setting(20_000, "Largest total text of one object accepted by SuggestTags.")
+    safety_rules: str = setting(
+        str(Path(__file__).resolve().parent / "rules" / "safety.json"),
+        "Sensitive-tag rules (JSON): suggestions they match are flagged review_required with the reason.",
+    )
     feedback_db: str = setting(
         "var/tagger/feedback.sqlite3", "SQLite file holding curators' feedback (WAL journal, synchronous writes)."
     )

@@ -8,6 +8,8 @@ import pytest
 
 from tests.e2e.conftest import System
 from vitrine.tagger.data import load_documents
+from vitrine.tagger.safety import DEFAULT_RULES, SafetyRules
+from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2, tagger_pb2, tagger_pb2_grpc
 
 
@@ -89,3 +91,21 @@ def test_image_only_object_gets_the_tags_its_image_carries(
         for similar in found.explanation.similar_objects:
             assert tag in carriers[similar.id].subjects
             assert similar.similarity == pytest.approx(1.0, abs=1e-3)  # the very same painting
+
+
+def test_sensitive_suggestions_on_real_records_are_flagged_for_review(
+    system: System, stub: tagger_pb2_grpc.TaggerServiceStub
+) -> None:
+    """Real Tate records whose curators gave them an identity, health or sexuality tag: the model
+    suggests such tags back, and every one comes flagged with the rule's reason."""
+    rules = SafetyRules.load(DEFAULT_RULES, Vocabulary.load(system.tagger_data.vocabulary))
+    sensitive = [d for d in load_documents(system.tagger_data.train) if any(s in rules.by_tag for s in d.subjects)]
+    assert sensitive, "the slice should hold records with sensitive tags"
+    flagged = 0
+    for doc in sensitive[:10]:
+        answer = stub.SuggestTags(tagger_pb2.SuggestTagsRequest(object=doc.obj, k=20, threshold=0.0001), timeout=60)
+        for suggestion in answer.suggestions:
+            reason = rules.review_reason(doc.obj, suggestion.tag.id)
+            assert suggestion.review_required == bool(reason) and suggestion.review_reason == reason
+            flagged += suggestion.review_required
+    assert flagged >= 3
