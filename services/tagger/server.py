@@ -17,7 +17,7 @@ import grpc
 from prometheus_client import Counter, Histogram
 
 from vitrine.common.embedder_client import EmbedderClient
-from vitrine.common.errors import failed_precondition, invalid_argument, unavailable, unimplemented
+from vitrine.common.errors import failed_precondition, invalid_argument, not_found, unavailable, unimplemented
 from vitrine.common.objects import object_text
 from vitrine.common.server import run_server
 from vitrine.common.settings import load_settings
@@ -67,6 +67,25 @@ TRAIN_HINT = (
 )
 
 
+def _create_series(version: str) -> None:
+    """Create a version's labelled series now, so dashboards see them before the first call."""
+    SUGGESTION_SCORE.labels(version)
+    SUGGESTIONS_PER_REQUEST.labels(version)
+    for kind in KIND_NAMES.values():
+        SUGGESTIONS.labels(version, kind)
+
+
+def _worse_than(candidate: TaggerModel, current: TaggerModel) -> str:
+    """Why `candidate` should not replace `current` by its recorded dev evaluation ('' = it may)."""
+    new = candidate.meta.get("evaluation", {}).get("ensemble", {}).get("f1@5")
+    old = current.meta.get("evaluation", {}).get("ensemble", {}).get("f1@5")
+    if new is None:
+        return f"version {candidate.version!r} has no recorded evaluation (vitrine-tagger eval --record)"
+    if old is not None and new < old:
+        return f"version {candidate.version!r} scores F1@5 {new:.4f} on dev, below {current.version!r} at {old:.4f}"
+    return ""
+
+
 def newest_version(model_dir: Path) -> Path | None:
     """The most recently trained version folder (by its meta.json's time), if any."""
     versions = [p.parent for p in model_dir.glob("*/meta.json")]
@@ -82,6 +101,7 @@ class Tagger:
         self.feedback: FeedbackStore | None = None
         self.safety: SafetyRules | None = None
         self.status_message = ""
+        self.reload_lock = asyncio.Lock()
 
     async def start(self) -> None:
         self.vocabulary = await asyncio.to_thread(Vocabulary.load, self.settings.vocabulary)
@@ -101,16 +121,49 @@ class Tagger:
         else:
             self.model = await asyncio.to_thread(TaggerModel.load, path, self.vocabulary)
             log.info("model loaded", extra={"version": self.model.version, "path": str(path)})
-            # Create the labelled series now, so dashboards see them before the first call.
-            SUGGESTION_SCORE.labels(self.model.version)
-            SUGGESTIONS_PER_REQUEST.labels(self.model.version)
-            for kind in KIND_NAMES.values():
-                SUGGESTIONS.labels(self.model.version, kind)
+            _create_series(self.model.version)
         await self.embedder.wait_until_serving(self.settings.wait_for_embedder_s)
-        needed = {self.model.text_model, self.model.image_model} - {""} if self.model else {self.settings.text_model}
+        missing = await self.missing_embedder_models(self.model)
+        if missing:
+            raise RuntimeError(missing)
+
+    async def missing_embedder_models(self, model: TaggerModel | None) -> str:
+        """What the embedder lacks to serve this version ('' = nothing)."""
+        needed = {model.text_model, model.image_model} - {""} if model else {self.settings.text_model}
         models = {m.name for m in (await self.embedder.list_models()).models}
         if needed - models:
-            raise RuntimeError(f"the embedder has no {sorted(needed - models)} model (it has {sorted(models)})")
+            return f"the embedder has no {sorted(needed - models)} model (it has {sorted(models)})"
+        return ""
+
+    async def reload(self, version: str, force: bool) -> tuple[str, str]:
+        """Load another version while the current one keeps answering, then switch (each call
+        uses the version it started with, and says which). A version that scores below the
+        current one on the dev split, or has no recorded evaluation, needs `force`."""
+        if self.vocabulary is None:
+            raise unavailable("the tagger is still starting; retry in a few seconds")
+        model_dir = Path(self.settings.model_dir)
+        async with self.reload_lock:
+            path = model_dir / version if version else newest_version(model_dir)
+            if path is None or not (path / "meta.json").is_file() or path.parent != model_dir:
+                known = sorted(p.parent.name for p in model_dir.glob("*/meta.json"))
+                raise not_found(f"no trained version {version!r} in {model_dir}; there are {known}")
+            try:
+                candidate = await asyncio.to_thread(TaggerModel.load, path, self.vocabulary)
+            except (OSError, ValueError) as exc:
+                raise failed_precondition(f"version {path.name!r} cannot be loaded: {exc}") from exc
+            current = self.model
+            if current is not None and not force:
+                refusal = _worse_than(candidate, current)
+                if refusal:
+                    raise failed_precondition(refusal + "; set force to load it anyway")
+            missing = await self.missing_embedder_models(candidate)
+            if missing:
+                raise failed_precondition(f"version {candidate.version!r} cannot be served: {missing}")
+            _create_series(candidate.version)
+            self.model, self.status_message = candidate, ""
+            previous = current.version if current else ""
+            log.info("model reloaded", extra={"version": candidate.version, "previous": previous, "forced": force})
+            return previous, candidate.version
 
     async def close(self) -> None:
         await self.embedder.close()
@@ -284,8 +337,9 @@ class TaggerServicer(tagger_pb2_grpc.TaggerServiceServicer):
     async def Audit(self, request, context: grpc.aio.ServicerContext):
         raise unimplemented("Audit arrives with the tagger-in-production issue (#6)")
 
-    async def ReloadModel(self, request, context: grpc.aio.ServicerContext):
-        raise unimplemented("ReloadModel arrives with the tagger-in-production issue (#6)")
+    async def ReloadModel(self, request: tagger_pb2.ReloadModelRequest, context: grpc.aio.ServicerContext):
+        previous, version = await self.tagger.reload(request.version, request.force)
+        return tagger_pb2.ReloadModelResponse(previous_version=previous, model_version=version)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -30,6 +30,7 @@ class System:
     search: ServiceProcess
     tagger_data: TaggerSlice
     tag_paintings: dict[str, Path]  # the painting given to objects that carry the tag
+    tagger_models: Path  # the tagger's model_dir
 
     @property
     def services(self) -> list[ServiceProcess]:
@@ -56,7 +57,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         train_small_model(tagger_data, models / "e2e-v1", embedder=embedder.address, image_model="clip")
         tagger_env = {
             "VITRINE_TAGGER_EMBEDDER_ADDRESS": embedder.address,
-            "VITRINE_TAGGER_MODEL_DIR": str(data_dir / "tagger-models"),
+            "VITRINE_TAGGER_MODEL_DIR": str(models),
             "VITRINE_TAGGER_VOCABULARY": str(tagger_data.vocabulary),
             "VITRINE_TAGGER_FEEDBACK_DB": str(data_dir / "tagger-feedback.sqlite3"),
         }
@@ -78,7 +79,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         )
         paintings = SHARED_DATA / "paintings" / "metadata.jsonl"  # the README's Recommend example likes one
         subprocess.run([*ingest, str(paintings), "--limit", "20", "--quiet"], check=True, env=os.environ, cwd=ROOT)
-        yield System(embedder, tagger, search, tagger_data, tag_paintings)
+        yield System(embedder, tagger, search, tagger_data, tag_paintings, models)
     finally:
         for service in reversed(started):
             service.stop()

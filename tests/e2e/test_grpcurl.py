@@ -143,7 +143,7 @@ def test_readme_examples_work(system: System) -> None:
     assert len(commands) >= 6, "the README should show grpcurl examples for every service"
     by_name = {"embedder": system.embedder.address, "tagger": system.tagger.address, "search": system.search.address}
     for command in commands:
-        argv = shlex.split(command)
+        argv = shlex.split(command, comments=True)  # as a shell reads it
         for i, arg in enumerate(argv):
             if arg in DEFAULT_ADDRESSES:
                 argv[i] = by_name[DEFAULT_ADDRESSES[arg]]
