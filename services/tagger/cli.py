@@ -2,6 +2,8 @@
 
 vitrine-tagger train --data ../shared/data/tate/tate_train.jsonl.gz --out var/tagger/models/v1
 vitrine-tagger eval  --data ../shared/data/tate/tate_dev.jsonl.gz --model var/tagger/models/v1 --out var/tagger/eval
+vitrine-tagger retrain --data ../shared/data/tate/tate_train.jsonl.gz --base var/tagger/models/v1 \
+    --out var/tagger/models/v2 --eval-data ../shared/data/tate/tate_dev.jsonl.gz
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from vitrine.tagger.embeddings import (
     service_image_encoder,
 )
 from vitrine.tagger.evaluate import EvaluationError, evaluate_model, summary_for_meta, write_report
+from vitrine.tagger.feedback import FeedbackStore, apply_feedback
 from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.settings import TaggerSettings
 from vitrine.tagger.train import train_model
@@ -53,26 +56,98 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="embedding cache (SQLite); '' disables it")
 
 
+def _training(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--out", required=True, help="folder of the new version, e.g. var/tagger/models/v1")
+    parser.add_argument("--holdout", type=float, default=0.25, help="share of training held back for the combiner")
+    parser.add_argument(
+        "--no-refit", action="store_true", help="keep the base models trained without the held-back slice"
+    )
+    parser.add_argument("--eval-limit", type=int, default=0, help="evaluate on a seeded sample of this many (0 = all)")
+
+
+def _train_and_evaluate(
+    args: argparse.Namespace,
+    docs: list,
+    vocabulary: Vocabulary,
+    encoders: Encoders,
+    text_model: str,
+    cache: EmbeddingCache | None,
+) -> TaggerModel:
+    out = Path(args.out)
+    if (out / "meta.json").exists():
+        raise ValueError(f"{out} already holds a trained version; choose a new folder")
+    model = train_model(
+        docs,
+        vocabulary,
+        encoders,
+        text_model,
+        out,
+        seed=args.seed,
+        holdout_share=args.holdout,
+        refit=not args.no_refit,
+        cache=cache,
+    )
+    if args.eval_data:
+        eval_docs = load_documents(args.eval_data)
+        if args.eval_limit:
+            eval_docs = sample(eval_docs, args.eval_limit, args.seed)
+        metrics = evaluate_model(model, eval_docs, encoders, cache)
+        print(write_report(metrics, out / "evaluation"))
+        model.meta["evaluation"] = summary_for_meta(metrics)
+        model.write_meta()
+    return model
+
+
+def _retrain(args: argparse.Namespace, docs: list, vocabulary: Vocabulary, cache: EmbeddingCache | None) -> int:
+    base = TaggerModel.load(args.base, vocabulary)
+    store = FeedbackStore(args.feedback)
+    summary = apply_feedback(docs, store)
+    print(f"feedback folded in: {summary}")
+    encoders = _encoders(args, base.text_model, base.image_model)
+    model = _train_and_evaluate(args, docs, vocabulary, encoders, base.text_model, cache)
+    model.meta["retrained_from"] = base.version
+    model.meta["feedback"] = summary
+    model.write_meta()
+    old = base.meta.get("evaluation", {}).get("ensemble", {}).get("f1@5")
+    new = model.meta["evaluation"]["ensemble"]["f1@5"]
+    print(f"dev F1@5: {new:.4f} (base {base.version}: {old if old is None else round(old, 4)})")
+    if old is not None and new < old and not args.force:
+        # Keep the files for inspection, but not as a version anyone serves.
+        (model.directory / "meta.json").rename(model.directory / "meta.refused.json")
+        print(
+            f"vitrine-tagger: the new version scores below {base.version} on dev; kept in {model.directory} "
+            "as meta.refused.json, not servable (--force keeps it)",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vitrine-tagger", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a model version")
-    _common(train)
-    train.add_argument("--out", required=True, help="folder of the new version, e.g. var/tagger/models/v1")
+    _training(train)
     train.add_argument("--text-model", default="mpnet", choices=("mpnet", "minilm"))
     train.add_argument(
         "--image-model",
         default="",
         help="the embedder's image model with a text tower (clip) for objects that have images; needs --embedder",
     )
-    train.add_argument("--holdout", type=float, default=0.25, help="share of training held back for the combiner")
-    train.add_argument(
-        "--no-refit", action="store_true", help="keep the base models trained without the held-back slice"
-    )
     train.add_argument("--eval-data", default="", help="evaluate on this file afterwards and record it in the version")
-    train.add_argument("--eval-limit", type=int, default=0, help="evaluate on a seeded sample of this many (0 = all)")
+    retrain = commands.add_parser(
+        "retrain", help="train a new version with the curators' feedback folded in; refused if worse on dev"
+    )
+    _training(retrain)
+    retrain.add_argument("--base", required=True, help="the version to improve on (its models and dev score)")
+    retrain.add_argument("--feedback", default=TaggerSettings().feedback_db, help="the tagger's feedback database")
+    retrain.add_argument(
+        "--eval-data", required=True, help="dev objects: the new version must not score below the base"
+    )
+    retrain.add_argument("--force", action="store_true", help="keep the new version even if it scores below the base")
     evaluate = commands.add_parser("eval", help="evaluate a model version on objects it never saw")
     _common(evaluate)
     evaluate.add_argument("--model", required=True, help="a trained version's folder")
@@ -89,30 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         docs = sample(docs, args.limit, args.seed)
     try:
         if args.command == "train":
-            out = Path(args.out)
-            if (out / "meta.json").exists():
-                print(f"{out} already holds a trained version; choose a new folder", file=sys.stderr)
-                return 2
             encoders = _encoders(args, args.text_model, args.image_model)
-            model = train_model(
-                docs,
-                vocabulary,
-                encoders,
-                args.text_model,
-                out,
-                seed=args.seed,
-                holdout_share=args.holdout,
-                refit=not args.no_refit,
-                cache=cache,
-            )
-            if args.eval_data:
-                eval_docs = load_documents(args.eval_data)
-                if args.eval_limit:
-                    eval_docs = sample(eval_docs, args.eval_limit, args.seed)
-                metrics = evaluate_model(model, eval_docs, encoders, cache)
-                print(write_report(metrics, out / "evaluation"))
-                model.meta["evaluation"] = summary_for_meta(metrics)
-                model.write_meta()
+            _train_and_evaluate(args, docs, vocabulary, encoders, args.text_model, cache)
+        elif args.command == "retrain":
+            return _retrain(args, docs, vocabulary, cache)
         else:
             model = TaggerModel.load(args.model, vocabulary)
             metrics = evaluate_model(model, docs, _encoders(args, model.text_model, model.image_model), cache)

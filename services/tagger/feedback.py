@@ -16,10 +16,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vitrine.common.errors import already_exists, invalid_argument
 from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import tagger_pb2
+
+if TYPE_CHECKING:  # the server imports this module and must not load the training-data readers
+    from vitrine.tagger.data import Document
 
 ACTION_NAMES = {
     tagger_pb2.FEEDBACK_ACTION_ACCEPT: "accepted",
@@ -165,6 +169,10 @@ class FeedbackStore:
                     (decided.rejected if action == "rejected" else decided.accepted).add(tag)
         return answer
 
+    def object_ids(self) -> set[str]:
+        with self.lock:
+            return {row[0] for row in self.db.execute("SELECT DISTINCT object_id FROM feedback")}
+
     def counts(self) -> dict[str, int]:
         """Stored items by action."""
         with self.lock:
@@ -174,3 +182,23 @@ class FeedbackStore:
     def close(self) -> None:
         with self.lock:
             self.db.close()
+
+
+def apply_feedback(docs: Sequence[Document], store: FeedbackStore) -> dict[str, int]:
+    """Fold the curators' decisions into the documents' tags (in place) before a retraining:
+    rejected tags are removed, accepted and added ones joined. Feedback on objects that are not
+    in the data cannot be learnt from (their text is unknown) and is counted apart."""
+    decided = store.decisions([d.id for d in docs])
+    summary = {"objects_changed": 0, "tags_added": 0, "tags_removed": 0}
+    for doc in docs:
+        decisions = decided[doc.id]
+        kept = [s for s in doc.subjects if s not in decisions.rejected]
+        new = sorted(decisions.accepted - set(kept))
+        if len(kept) == len(doc.subjects) and not new:
+            continue
+        summary["objects_changed"] += 1
+        summary["tags_removed"] += len(doc.subjects) - len(kept)
+        summary["tags_added"] += len(new)
+        doc.subjects = kept + new
+    summary["feedback_objects_not_in_data"] = len(store.object_ids() - {d.id for d in docs})
+    return summary

@@ -5,6 +5,7 @@ are calibrated, explanations point at real evidence."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tests.conftest import ROOT
 from tests.tagger_data import TaggerSlice, tagger_cli, train_command, train_small_model, write_slice
 from vitrine.tagger.data import load_documents
 from vitrine.tagger.embeddings import EmbeddingCache, Encoders, embed_objects, local_encoder
+from vitrine.tagger.feedback import Feedback, FeedbackStore
 from vitrine.tagger.metrics import METRIC_NAMES
 from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.vocabulary import Vocabulary
@@ -144,3 +146,57 @@ def test_training_is_deterministic_and_eval_refuses_training_data(
     refused = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
     assert refused.returncode == 2
     assert "training data" in refused.stderr
+
+
+def test_retrain_folds_feedback_in_and_refuses_a_worse_version(
+    trained: tuple[TaggerSlice, Path], tmp_path: Path
+) -> None:
+    data, model_dir = trained
+    vocabulary = Vocabulary.load(data.vocabulary)
+    base_model = TaggerModel.load(model_dir, vocabulary)
+    target = next(d for d in load_documents(data.train) if len(d.subjects) >= 2)
+    rejected = target.subjects[0]
+    added = next(t.subject for i, t in enumerate(vocabulary.terms) if base_model.tag_counts[i] == 0)
+    store = FeedbackStore(tmp_path / "feedback.sqlite3")
+    store.record(
+        [
+            Feedback("r1", target.id, rejected, "rejected", "c-1"),
+            Feedback("a1", target.id, added, "added", "c-1"),
+            Feedback("x1", "NOT-IN-THE-DATA", added, "added", "c-1"),
+        ],
+        "v1",
+    )
+    # A base whose recorded dev score no retraining reaches: the new version must be refused.
+    base = tmp_path / "base"
+    shutil.copytree(model_dir, base)
+    meta = json.loads((base / "meta.json").read_text())
+    meta["evaluation"]["ensemble"]["f1@5"] = 0.99
+    (base / "meta.json").write_text(json.dumps(meta))
+
+    def retrain(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        command = tagger_cli(
+            "retrain", data, "--data", str(data.train), "--base", str(base), "--feedback", str(store.path),
+            "--out", str(out), "--eval-data", str(data.dev), "--threads", "2",
+            "--cache", str(model_dir.parent / "embeddings.sqlite3"), *extra,
+        )  # fmt: skip
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+
+    refused = retrain(tmp_path / "v2")
+    assert refused.returncode == 3, refused.stderr
+    assert "scores below" in refused.stderr
+    assert (tmp_path / "v2" / "meta.refused.json").exists() and not (tmp_path / "v2" / "meta.json").exists()
+
+    forced = retrain(tmp_path / "v3", "--force")
+    assert forced.returncode == 0, forced.stderr
+    new = TaggerModel.load(tmp_path / "v3", vocabulary)
+    assert new.meta["feedback"] == {
+        "objects_changed": 1,
+        "tags_added": 1,
+        "tags_removed": 1,
+        "feedback_objects_not_in_data": 1,
+    }
+    assert new.meta["retrained_from"] == meta["version"]
+    knn = new.backends["knn"]
+    row = knn.ids.index(target.id)
+    learnt = {vocabulary.terms[i].subject for i in knn.labels[row].indices}
+    assert added in learnt and rejected not in learnt
