@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from vitrine.common.embedder_client import EmbedderClient
 from vitrine.common.errors import failed_precondition, invalid_argument, not_found, unavailable, unimplemented
@@ -22,6 +22,7 @@ from vitrine.common.objects import object_text
 from vitrine.common.server import run_server
 from vitrine.common.settings import load_settings
 from vitrine.common.validation import bounded_int
+from vitrine.tagger.drift import DriftMonitor
 from vitrine.tagger.embeddings import ObjectVectors, ToEmbed
 from vitrine.tagger.feedback import ACTION_NAMES, Decisions, FeedbackStore, parse
 from vitrine.tagger.model import TaggerModel
@@ -50,6 +51,17 @@ SUGGESTIONS = Counter(
     "Suggestions returned, by kind (mimic: supervised evidence; recommend: semantic evidence only).",
     ["model_version", "kind"],
 )
+SUGGESTED_TAGS = Counter(
+    "vitrine_tagger_suggested_tags",
+    "Suggestions returned by tag, for the training's 50 most used tags (others count as tag='other').",
+    ["model_version", "tag"],
+)
+DRIFT_SCORE = Gauge(
+    "vitrine_tagger_drift_score",
+    "Jensen-Shannon divergence (bits, 0..1) of the top-level categories of the last 2,000 suggestions "
+    "from those of the training tags; NaN until 200 suggestions were seen.",
+    ["model_version"],
+)
 FEEDBACK = Counter(
     "vitrine_tagger_feedback",
     "Curators' feedback items stored (replays of a stored feedback id not counted), by decision.",
@@ -67,12 +79,18 @@ TRAIN_HINT = (
 )
 
 
-def _create_series(version: str) -> None:
-    """Create a version's labelled series now, so dashboards see them before the first call."""
+def _create_series(model: TaggerModel) -> DriftMonitor:
+    """Create a version's labelled series now, so dashboards see them before the first call, and
+    its drift monitor."""
+    version = model.version
     SUGGESTION_SCORE.labels(version)
     SUGGESTIONS_PER_REQUEST.labels(version)
     for kind in KIND_NAMES.values():
         SUGGESTIONS.labels(version, kind)
+    SUGGESTED_TAGS.labels(version, "other")
+    drift = DriftMonitor(model.vocabulary, model.tag_counts)
+    DRIFT_SCORE.labels(version).set(drift.score())
+    return drift
 
 
 def _worse_than(candidate: TaggerModel, current: TaggerModel) -> str:
@@ -100,6 +118,7 @@ class Tagger:
         self.model: TaggerModel | None = None
         self.feedback: FeedbackStore | None = None
         self.safety: SafetyRules | None = None
+        self.drift: DriftMonitor | None = None
         self.status_message = ""
         self.reload_lock = asyncio.Lock()
 
@@ -121,7 +140,7 @@ class Tagger:
         else:
             self.model = await asyncio.to_thread(TaggerModel.load, path, self.vocabulary)
             log.info("model loaded", extra={"version": self.model.version, "path": str(path)})
-            _create_series(self.model.version)
+            self.drift = _create_series(self.model)
         await self.embedder.wait_until_serving(self.settings.wait_for_embedder_s)
         missing = await self.missing_embedder_models(self.model)
         if missing:
@@ -159,8 +178,8 @@ class Tagger:
             missing = await self.missing_embedder_models(candidate)
             if missing:
                 raise failed_precondition(f"version {candidate.version!r} cannot be served: {missing}")
-            _create_series(candidate.version)
-            self.model, self.status_message = candidate, ""
+            drift = _create_series(candidate)
+            self.model, self.drift, self.status_message = candidate, drift, ""
             previous = current.version if current else ""
             log.info("model reloaded", extra={"version": candidate.version, "previous": previous, "forced": force})
             return previous, candidate.version
@@ -198,7 +217,7 @@ class Tagger:
 
     async def suggest(self, requests: Sequence[tagger_pb2.SuggestTagsRequest]) -> list[tagger_pb2.SuggestTagsResponse]:
         ks = [self.check_request(r) for r in requests]
-        model = self.model
+        model, drift = self.model, self.drift  # the pair that answers this call, even across a reload
         if model is None:
             raise failed_precondition(self.status_message)
         objects = [r.object for r in requests]
@@ -218,6 +237,12 @@ class Tagger:
             for suggestion in suggestions:
                 SUGGESTION_SCORE.labels(model.version).observe(suggestion.score)
                 SUGGESTIONS.labels(model.version, KIND_NAMES.get(suggestion.kind, "unspecified")).inc()
+                if drift is not None:
+                    SUGGESTED_TAGS.labels(model.version, drift.tag_label(suggestion.tag.id)).inc()
+            if drift is not None:
+                drift.observe([s.tag.id for s in suggestions])
+        if drift is not None:
+            DRIFT_SCORE.labels(model.version).set(drift.score())
         return [
             tagger_pb2.SuggestTagsResponse(object_id=o.id, suggestions=a, model_version=model.version)
             for o, a in zip(objects, answers, strict=True)

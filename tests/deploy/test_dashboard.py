@@ -22,6 +22,7 @@ REQUIRED_PANELS = {
     "CPU usage by pod": "CPU utilisation",
     "Tagger suggestion distribution: score p10 / p50 / p90": "tagger suggestion distribution",
     "Tagger acceptance rate (curators' feedback)": "tagger acceptance rate",
+    "Tagger drift score": "tagger drift against the training distribution (issue #6)",
 }
 
 

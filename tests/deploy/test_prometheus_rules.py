@@ -33,6 +33,7 @@ REQUIRED_ALERTS = {
     "VitrineEmbedderQueueBacklog",  # embedder queue saturation
     "VitrineEmbedderQueueNearlyFull",
     "VitrineTaggerAcceptanceDrop",  # tagger acceptance rate drop (issue #6)
+    "VitrineTaggerDrift",  # tagger drift (issue #6)
 }
 
 
