@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from vitrine.tagger.audit import audit as run_audit
+from vitrine.tagger.audit import statistics as audit_statistics
+from vitrine.tagger.audit import write_report as write_audit
 from vitrine.tagger.data import load_documents, sample
 from vitrine.tagger.embeddings import (
     DEFAULT_CACHE,
@@ -28,6 +32,7 @@ from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.settings import TaggerSettings
 from vitrine.tagger.train import train_model
 from vitrine.tagger.vocabulary import Vocabulary
+from vitrine.v1 import tagger_pb2
 
 
 def _encoders(args: argparse.Namespace, text_model: str, image_model: str) -> Encoders:
@@ -148,6 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--eval-data", required=True, help="dev objects: the new version must not score below the base"
     )
     retrain.add_argument("--force", action="store_true", help="keep the new version even if it scores below the base")
+    audit = commands.add_parser("audit", help="data-quality audit: JSON findings and an HTML report")
+    _common(audit)
+    audit.add_argument("--out", required=True, help="folder for audit.json and audit.html")
+    audit.add_argument("--model", default="", help="a trained version: adds likely missing and wrong tags")
+    audit.add_argument(
+        "--missing-above", type=float, default=0.9, help="suggestions this probable that an object lacks are findings"
+    )
     evaluate = commands.add_parser("eval", help="evaluate a model version on objects it never saw")
     _common(evaluate)
     evaluate.add_argument("--model", required=True, help="a trained version's folder")
@@ -168,6 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _train_and_evaluate(args, docs, vocabulary, encoders, args.text_model, cache)
         elif args.command == "retrain":
             return _retrain(args, docs, vocabulary, cache)
+        elif args.command == "audit":
+            model = TaggerModel.load(args.model, vocabulary) if args.model else None
+            encoders = _encoders(args, model.text_model, model.image_model) if model else None
+            findings = run_audit(docs, vocabulary, model, encoders, cache, args.missing_above)
+            write_audit(findings, audit_statistics(docs), Path(args.out))
+            counts = Counter(tagger_pb2.FindingKind.Name(f.kind) for f in findings)
+            print(f"{len(findings)} findings written to {args.out}/audit.json and audit.html: {dict(counts)}")
         else:
             model = TaggerModel.load(args.model, vocabulary)
             metrics = evaluate_model(model, docs, _encoders(args, model.text_model, model.image_model), cache)

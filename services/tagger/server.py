@@ -17,11 +17,13 @@ import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
 from vitrine.common.embedder_client import EmbedderClient
-from vitrine.common.errors import failed_precondition, invalid_argument, not_found, unavailable, unimplemented
+from vitrine.common.errors import failed_precondition, invalid_argument, not_found, unavailable
 from vitrine.common.objects import object_text
 from vitrine.common.server import run_server
 from vitrine.common.settings import load_settings
 from vitrine.common.validation import bounded_int
+from vitrine.tagger.audit import load_report
+from vitrine.tagger.audit import response as audit_response
 from vitrine.tagger.drift import DriftMonitor
 from vitrine.tagger.embeddings import ObjectVectors, ToEmbed
 from vitrine.tagger.feedback import ACTION_NAMES, Decisions, FeedbackStore, parse
@@ -359,8 +361,17 @@ class TaggerServicer(tagger_pb2_grpc.TaggerServiceServicer):
         new = sum(created)
         return tagger_pb2.StreamSubmitFeedbackResponse(received=len(items), created=new, duplicates=len(items) - new)
 
-    async def Audit(self, request, context: grpc.aio.ServicerContext):
-        raise unimplemented("Audit arrives with the tagger-in-production issue (#6)")
+    async def Audit(self, request: tagger_pb2.AuditRequest, context: grpc.aio.ServicerContext):
+        """The latest audit report's top findings per kind (the audit itself is a batch job)."""
+        limit = bounded_int(request.limit_per_kind, "limit_per_kind", default=20, max_value=1000)
+        path = Path(self.tagger.settings.audit_report)
+        if not path.is_file():
+            raise failed_precondition(
+                f"no audit report at {path}: run `vitrine-tagger audit --data <objects> --model <version> "
+                f"--out {path.parent}` first"
+            )
+        findings = await asyncio.to_thread(load_report, path)
+        return audit_response(findings, limit)
 
     async def ReloadModel(self, request: tagger_pb2.ReloadModelRequest, context: grpc.aio.ServicerContext):
         previous, version = await self.tagger.reload(request.version, request.force)

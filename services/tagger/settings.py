@@ -30,6 +30,9 @@ class TaggerSettings(ServerSettings):
         str(Path(__file__).resolve().parent / "rules" / "safety.json"),
         "Sensitive-tag rules (JSON): suggestions they match are flagged review_required with the reason.",
     )
+    audit_report: str = setting(
+        "var/tagger/audit/audit.json", "The latest `vitrine-tagger audit` findings, which the Audit RPC serves."
+    )
     feedback_db: str = setting(
         "var/tagger/feedback.sqlite3", "SQLite file holding curators' feedback (WAL journal, synchronous writes)."
     )

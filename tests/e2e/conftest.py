@@ -60,6 +60,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             "VITRINE_TAGGER_MODEL_DIR": str(models),
             "VITRINE_TAGGER_VOCABULARY": str(tagger_data.vocabulary),
             "VITRINE_TAGGER_FEEDBACK_DB": str(data_dir / "tagger-feedback.sqlite3"),
+            "VITRINE_TAGGER_AUDIT_REPORT": str(data_dir / "tagger-audit" / "audit.json"),
         }
         tagger = start_service("tagger", tagger_env)
         started.append(tagger)

@@ -3,10 +3,15 @@ read when present, bad input gets a status that says what to fix."""
 
 from __future__ import annotations
 
+import subprocess
+from collections import Counter
+
 import grpc
 import pytest
 
 from tests.e2e.conftest import System
+from tests.servers import ROOT
+from tests.tagger_data import tagger_cli
 from vitrine.tagger.data import load_documents
 from vitrine.tagger.safety import DEFAULT_RULES, SafetyRules
 from vitrine.tagger.vocabulary import Vocabulary
@@ -109,3 +114,20 @@ def test_sensitive_suggestions_on_real_records_are_flagged_for_review(
             assert suggestion.review_required == bool(reason) and suggestion.review_reason == reason
             flagged += suggestion.review_required
     assert flagged >= 3
+
+
+def test_audit_serves_the_latest_report(system: System, stub: tagger_pb2_grpc.TaggerServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as missing:
+        stub.Audit(tagger_pb2.AuditRequest(), timeout=30)
+    assert missing.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "vitrine-tagger audit" in missing.value.details()
+    out = system.tagger_models.parent / "tagger-audit"
+    command = tagger_cli("audit", system.tagger_data, "--data", str(system.tagger_data.train), "--out", str(out))
+    subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)
+    answer = stub.Audit(tagger_pb2.AuditRequest(limit_per_kind=2), timeout=30)
+    shown = Counter(tagger_pb2.FindingKind.Name(f.kind) for f in answer.findings)
+    assert set(shown) == set(answer.counts_by_kind) and len(shown) >= 3
+    assert all(n == min(2, answer.counts_by_kind[kind]) for kind, n in shown.items())
+    with pytest.raises(grpc.RpcError) as bad:
+        stub.Audit(tagger_pb2.AuditRequest(limit_per_kind=-1), timeout=30)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -4,6 +4,7 @@ are calibrated, explanations point at real evidence."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -200,3 +201,43 @@ def test_retrain_folds_feedback_in_and_refuses_a_worse_version(
     row = knn.ids.index(target.id)
     learnt = {vocabulary.terms[i].subject for i in knn.labels[row].indices}
     assert added in learnt and rejected not in learnt
+
+
+def test_audit_finds_planted_problems(trained: tuple[TaggerSlice, Path], tmp_path: Path) -> None:
+    """The audit on the slice plus planted problems: a duplicate object, an untagged object with
+    empty key fields, a tag variant in another word order and case; with the model, likely
+    missing and wrong tags come with the models' reasons. JSON and HTML are written."""
+    data, model_dir = trained
+    with gzip.open(data.train, "rt") as lines:
+        rows = [json.loads(line) for line in lines]
+    original = next(r for r in rows if any(", " in s for s in r["subjects"]))
+    variant = next(s for s in original["subjects"] if ", " in s)
+    swapped = " ".join(reversed(variant.split(", "))).upper()
+    planted = [
+        {**original, "id": "DUP-1"},
+        {"id": "EMPTY-1", "title": "Study", "subjects": []},
+        {**rows[1], "id": "VARIANT-1", "subjects": [swapped]},
+    ]
+    audited = tmp_path / "objects.jsonl.gz"
+    with gzip.open(audited, "wt") as out:
+        out.writelines(json.dumps(r) + "\n" for r in rows + planted)
+    command = tagger_cli(
+        "audit", data, "--data", str(audited), "--model", str(model_dir), "--out", str(tmp_path / "audit"),
+        "--threads", "2", "--cache", str(model_dir.parent / "embeddings.sqlite3"), "--missing-above", "0.5",
+    )  # fmt: skip
+    subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)
+    report = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    by_kind: dict[str, list[dict]] = {}
+    for item in report["findings"]:
+        by_kind.setdefault(item["kind"], []).append(item)
+    assert any({original["id"], "DUP-1"} <= set(f["object_ids"]) for f in by_kind["FINDING_KIND_DUPLICATE_OBJECTS"])
+    assert any(f["object_ids"] == ["EMPTY-1"] for f in by_kind["FINDING_KIND_UNTAGGED_OBJECT"])
+    empty = next(f for f in by_kind["FINDING_KIND_EMPTY_KEY_FIELD"] if f["object_ids"] == ["EMPTY-1"])
+    assert "artist, date, medium" in empty["message"]
+    assert any({variant, swapped} <= set(f["tags"]) for f in by_kind["FINDING_KIND_NEAR_DUPLICATE_TAGS"])
+    for kind in ("FINDING_KIND_LIKELY_MISSING_TAG", "FINDING_KIND_LIKELY_WRONG_TAG", "FINDING_KIND_TAG_USED_ONCE"):
+        scores = [f["score"] for f in by_kind[kind]]
+        assert scores and scores == sorted(scores, reverse=True), kind
+    assert all(f["explanation"]["components"] for f in by_kind["FINDING_KIND_LIKELY_MISSING_TAG"])
+    page = (tmp_path / "audit" / "audit.html").read_text()
+    assert page.count("<svg") == 3 and "FINDING_KIND_LIKELY_WRONG_TAG" in page
