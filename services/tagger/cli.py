@@ -27,7 +27,7 @@ from vitrine.tagger.embeddings import (
     service_image_encoder,
 )
 from vitrine.tagger.evaluate import EvaluationError, evaluate_model, summary_for_meta, write_report
-from vitrine.tagger.feedback import FeedbackStore, apply_feedback
+from vitrine.tagger.feedback import apply_feedback, open_feedback_store
 from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.settings import TaggerSettings
 from vitrine.tagger.train import train_model
@@ -106,7 +106,7 @@ def _train_and_evaluate(
 
 def _retrain(args: argparse.Namespace, docs: list, vocabulary: Vocabulary, cache: EmbeddingCache | None) -> int:
     base = TaggerModel.load(args.base, vocabulary)
-    store = FeedbackStore(args.feedback)
+    store = open_feedback_store(args.feedback)
     summary = apply_feedback(docs, store)
     print(f"feedback folded in: {summary}")
     encoders = _encoders(args, base.text_model, base.image_model)
@@ -148,7 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _training(retrain)
     retrain.add_argument("--base", required=True, help="the version to improve on (its models and dev score)")
-    retrain.add_argument("--feedback", default=TaggerSettings().feedback_db, help="the tagger's feedback database")
+    retrain.add_argument(
+        "--feedback",
+        default=TaggerSettings().feedback_db,
+        help="the tagger's feedback: a SQLite file or postgresql:// URL",
+    )
     retrain.add_argument(
         "--eval-data", required=True, help="dev objects: the new version must not score below the base"
     )

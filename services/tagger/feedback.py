@@ -2,7 +2,8 @@
 
 Each item says that a curator accepted or rejected a suggested tag for an object, or added a
 tag of their own. Items live in SQLite (WAL journal, `synchronous=FULL`: a call that returned
-survives a crash or power cut) keyed by the client's feedback id, so a client that is unsure
+survives a crash or power cut), or in PostgreSQL given a connection URL (what several tagger
+replicas share), keyed by the client's feedback id, so a client that is unsure
 whether a call went through sends it again; the replay changes nothing. The latest decision per
 (object, tag) wins: it is what suggestions honour before any retraining (a rejected tag is not
 suggested again for the object; accepted and added tags count as the object's own).
@@ -10,13 +11,14 @@ suggested again for the object; accepted and added tags count as the object's ow
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vitrine.common.errors import already_exists, invalid_argument
 from vitrine.tagger.vocabulary import Vocabulary
@@ -94,15 +96,27 @@ def parse(request: tagger_pb2.SubmitFeedbackRequest, vocabulary: Vocabulary, whe
 
 
 class FeedbackStore:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    """The SQL both engines share; subclasses open the connection and run transactions."""
+
+    schema: str
+
+    def __init__(self) -> None:
         # One connection shared by the server's worker threads, one writer at a time.
-        self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
         self.lock = threading.Lock()
+        self.db: Any = None
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.db.execute(sql, params)
+
+    def _create_schema(self) -> None:
+        for statement in self.schema.split(";"):
+            if statement.strip():
+                self._execute(statement)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        raise NotImplementedError
+        yield
 
     def record(self, items: Sequence[Feedback], model_version: str) -> list[bool]:
         """Store the items in one transaction; for each, whether it is new (False: the same id
@@ -110,42 +124,29 @@ class FeedbackStore:
         whole batch with ALREADY_EXISTS, storing nothing."""
         created: list[bool] = []
         now = time.time()
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                for item in items:
-                    stored = self._get(item.feedback_id)
-                    if stored is not None:
-                        if stored != item:
-                            raise already_exists(
-                                f"feedback_id {item.feedback_id!r} was stored before with different content "
-                                f"({stored.action} {stored.tag!r} on {stored.object_id!r}): use a new id",
-                            )
-                        created.append(False)
-                        continue
-                    self.db.execute(
-                        "INSERT INTO feedback (feedback_id, object_id, tag, action, curator_id, note, model_version,"
-                        " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            item.feedback_id,
-                            item.object_id,
-                            item.tag,
-                            item.action,
-                            item.curator_id,
-                            item.note,
-                            model_version,
-                            now,
-                        ),
-                    )
+        with self.lock, self._transaction():
+            for item in items:
+                inserted = self._execute(
+                    "INSERT INTO feedback (feedback_id, object_id, tag, action, curator_id, note, model_version,"
+                    " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (feedback_id) DO NOTHING",
+                    (item.feedback_id, item.object_id, item.tag, item.action, item.curator_id, item.note,
+                     model_version, now),
+                )  # fmt: skip
+                if inserted.rowcount == 1:
                     created.append(True)
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+                    continue
+                stored = self._get(item.feedback_id)
+                if stored != item:
+                    assert stored is not None
+                    raise already_exists(
+                        f"feedback_id {item.feedback_id!r} was stored before with different content "
+                        f"({stored.action} {stored.tag!r} on {stored.object_id!r}): use a new id",
+                    )
+                created.append(False)
         return created
 
     def _get(self, feedback_id: str) -> Feedback | None:
-        row = self.db.execute(
+        row = self._execute(
             "SELECT feedback_id, object_id, tag, action, curator_id, note FROM feedback WHERE feedback_id = ?",
             (feedback_id,),
         ).fetchone()
@@ -159,7 +160,7 @@ class FeedbackStore:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                rows = self.db.execute(
+                rows = self._execute(
                     f"SELECT object_id, tag, action FROM feedback WHERE object_id IN ({marks}) ORDER BY seq", chunk
                 ).fetchall()
                 for object_id, tag, action in rows:
@@ -171,17 +172,72 @@ class FeedbackStore:
 
     def object_ids(self) -> set[str]:
         with self.lock:
-            return {row[0] for row in self.db.execute("SELECT DISTINCT object_id FROM feedback")}
+            return {row[0] for row in self._execute("SELECT DISTINCT object_id FROM feedback").fetchall()}
 
     def counts(self) -> dict[str, int]:
         """Stored items by action."""
         with self.lock:
-            rows = self.db.execute("SELECT action, COUNT(*) FROM feedback GROUP BY action").fetchall()
+            rows = self._execute("SELECT action, COUNT(*) FROM feedback GROUP BY action").fetchall()
         return {action: int(n) for action, n in rows}
 
     def close(self) -> None:
         with self.lock:
             self.db.close()
+
+
+class SqliteFeedbackStore(FeedbackStore):
+    """The embedded default: one file, WAL journal, every commit synced to disk."""
+
+    schema = SCHEMA
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self._create_schema()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+
+class PostgresFeedbackStore(FeedbackStore):
+    """Production: a PostgreSQL database shared by every tagger replica (a connection URL)."""
+
+    schema = SCHEMA.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").replace(
+        "received_at REAL", "received_at DOUBLE PRECISION"
+    )
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        super().__init__()
+        self.db = psycopg.connect(url, autocommit=True)
+        self._create_schema()
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.db.execute(sql.replace("?", "%s"), params)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self.db.transaction():
+            yield
+
+
+def open_feedback_store(target: str | Path) -> FeedbackStore:
+    """A PostgreSQL URL (postgresql://...) or the path of a SQLite file."""
+    if str(target).startswith(("postgresql://", "postgres://")):
+        return PostgresFeedbackStore(str(target))
+    return SqliteFeedbackStore(target)
 
 
 def apply_feedback(docs: Sequence[Document], store: FeedbackStore) -> dict[str, int]:

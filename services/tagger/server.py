@@ -26,7 +26,7 @@ from vitrine.tagger.audit import load_report
 from vitrine.tagger.audit import response as audit_response
 from vitrine.tagger.drift import DriftMonitor
 from vitrine.tagger.embeddings import ObjectVectors, ToEmbed
-from vitrine.tagger.feedback import ACTION_NAMES, Decisions, FeedbackStore, parse
+from vitrine.tagger.feedback import ACTION_NAMES, Decisions, FeedbackStore, open_feedback_store, parse
 from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.safety import SafetyRules
 from vitrine.tagger.settings import ENV_PREFIX, TaggerSettings
@@ -126,7 +126,8 @@ class Tagger:
 
     async def start(self) -> None:
         self.vocabulary = await asyncio.to_thread(Vocabulary.load, self.settings.vocabulary)
-        self.feedback = await asyncio.to_thread(FeedbackStore, self.settings.feedback_db)
+        store = self.settings.feedback_database_url or self.settings.feedback_db
+        self.feedback = await asyncio.to_thread(open_feedback_store, store)
         self.safety = await asyncio.to_thread(SafetyRules.load, self.settings.safety_rules, self.vocabulary)
         for action in ACTION_NAMES.values():
             FEEDBACK.labels(action)

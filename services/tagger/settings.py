@@ -36,3 +36,6 @@ class TaggerSettings(ServerSettings):
     feedback_db: str = setting(
         "var/tagger/feedback.sqlite3", "SQLite file holding curators' feedback (WAL journal, synchronous writes)."
     )
+    feedback_database_url: str = setting(
+        "", "PostgreSQL URL for curators' feedback (shared by every replica); when set, feedback_db is not used."
+    )

@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 from tests.tagger_data import TaggerSlice, tagger_cli, train_command, train_small_model, write_slice
 from vitrine.tagger.data import load_documents
 from vitrine.tagger.embeddings import EmbeddingCache, Encoders, embed_objects, local_encoder
-from vitrine.tagger.feedback import Feedback, FeedbackStore
+from vitrine.tagger.feedback import Feedback, SqliteFeedbackStore
 from vitrine.tagger.metrics import METRIC_NAMES
 from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.vocabulary import Vocabulary
@@ -158,7 +158,7 @@ def test_retrain_folds_feedback_in_and_refuses_a_worse_version(
     target = next(d for d in load_documents(data.train) if len(d.subjects) >= 2)
     rejected = target.subjects[0]
     added = next(t.subject for i, t in enumerate(vocabulary.terms) if base_model.tag_counts[i] == 0)
-    store = FeedbackStore(tmp_path / "feedback.sqlite3")
+    store = SqliteFeedbackStore(tmp_path / "feedback.sqlite3")
     store.record(
         [
             Feedback("r1", target.id, rejected, "rejected", "c-1"),

@@ -1,13 +1,19 @@
-"""The feedback store: idempotent on the client's id, all-or-nothing batches, latest decision
-wins, and a stored item survives the process being killed right after the call returns."""
+"""The feedback stores (SQLite by default, PostgreSQL by URL): idempotent on the client's id,
+all-or-nothing batches, latest decision wins; and a SQLite item survives the process being killed
+right after the call returns. PostgreSQL runs for real: a throwaway cluster started from the
+server binaries `make tools` installs."""
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -15,17 +21,55 @@ import pytest
 
 from tests.conftest import ROOT
 from vitrine.common.errors import ServiceError
-from vitrine.tagger.feedback import Feedback, FeedbackStore, parse
+from vitrine.tagger.feedback import Feedback, FeedbackStore, SqliteFeedbackStore, open_feedback_store, parse
 from vitrine.tagger.vocabulary import Term, Vocabulary
 from vitrine.v1 import tagger_pb2
+
+
+def postgres_binary(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
+    assert found, f"PostgreSQL's {name} is missing: `make tools` installs the server"
+    return found
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL cluster of its own on a Unix socket (as the postgres user when run as root,
+    since the server refuses to run as root)."""
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    base = Path(tempfile.mkdtemp(prefix="vitrine-pg-"))
+    if as_postgres:
+        shutil.chown(base, "postgres")
+    data = base / "data"
+    run = [*as_postgres, postgres_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "vitrine"]
+    subprocess.run(run, check=True, capture_output=True)
+    options = f"-p 55433 -k {base} -c listen_addresses='' -c fsync=on"
+    start = [*as_postgres, postgres_binary("pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w"]
+    subprocess.run([*start, "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://vitrine@/postgres?host={base}&port=55433"
+    finally:
+        subprocess.run([*start[:-1], "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeedbackStore]:
+    if request.param == "sqlite":
+        opened = open_feedback_store(tmp_path / "feedback.sqlite3")
+    else:
+        opened = open_feedback_store(request.getfixturevalue("postgres_url"))
+        opened._execute("DROP TABLE IF EXISTS feedback")  # a clean table per test
+        opened._create_schema()
+    yield opened
+    opened.close()
 
 
 def item(feedback_id: str, object_id: str = "T1", tag: str = "sea", action: str = "rejected") -> Feedback:
     return Feedback(feedback_id, object_id, tag, action, "curator-7", "")
 
 
-def test_replay_is_a_no_op_and_reuse_with_other_content_is_refused(tmp_path: Path) -> None:
-    store = FeedbackStore(tmp_path / "feedback.sqlite3")
+def test_replay_is_a_no_op_and_reuse_with_other_content_is_refused(store: FeedbackStore) -> None:
     assert store.record([item("f1"), item("f2", tag="ship")], "v1") == [True, True]
     assert store.record([item("f1")], "v1") == [False]
     with pytest.raises(ServiceError) as refused:
@@ -37,8 +81,7 @@ def test_replay_is_a_no_op_and_reuse_with_other_content_is_refused(tmp_path: Pat
     assert store.counts() == {"rejected": 3}
 
 
-def test_latest_decision_per_object_and_tag_wins(tmp_path: Path) -> None:
-    store = FeedbackStore(tmp_path / "feedback.sqlite3")
+def test_latest_decision_per_object_and_tag_wins(store: FeedbackStore) -> None:
     store.record([item("a", tag="sea"), item("b", tag="ship", action="added"), item("c", object_id="T2")], "v1")
     store.record([item("d", tag="sea", action="accepted")], "v1")
     decided = store.decisions(["T1", "T2", "T9"])
@@ -52,15 +95,15 @@ def test_stored_feedback_survives_a_kill_right_after_the_call(tmp_path: Path) ->
     script = textwrap.dedent(
         f"""
         import os, signal
-        from vitrine.tagger.feedback import Feedback, FeedbackStore
-        store = FeedbackStore({str(path)!r})
+        from vitrine.tagger.feedback import Feedback, SqliteFeedbackStore
+        store = SqliteFeedbackStore({str(path)!r})
         store.record([Feedback("k1", "T1", "sea", "rejected", "curator-7", "")], "v1")
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
     killed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=os.environ)
     assert killed.returncode == -signal.SIGKILL
-    store = FeedbackStore(path)
+    store = SqliteFeedbackStore(path)
     assert store.record([item("k1")], "v1") == [False]
     assert store.decisions(["T1"])["T1"].rejected == {"sea"}
 
