@@ -3,7 +3,8 @@
 Findings, each ranked (higher score = more worth a curator's time) and linked to object ids:
 - untagged objects (ranked by how much metadata they have to tag from);
 - objects with empty key fields (title, artist, date, medium);
-- duplicate objects (same title, artist, date and medium after normalising case and spaces);
+- duplicate objects (same title, artist, date and medium after normalising case and spaces) and,
+  with a model version, near-duplicates (metadata texts whose MPNet vectors nearly coincide);
 - tags used once (ranked by how close they are to another used tag: a near twin is likely a
   variant spelling rather than a deliberate rare term);
 - near-duplicate tags: the same words in another order, case or number ("man, old" / "old man",
@@ -44,6 +45,7 @@ TAG_SIMILARITY = 0.92  # cosine of MPNet tag vectors above which two used tags a
 MISSING_PROBABILITY = 0.9  # a suggestion this confident that the object lacks is likely missing
 WRONG_PROBABILITY = 0.02  # an existing tag the combiner scores below this is likely wrong ...
 WRONG_MIN_USES = 5  # ... if it is used often enough for the models to know it
+OBJECT_SIMILARITY = 0.98  # cosine of two objects' metadata vectors above which they are near-duplicates
 KIND = tagger_pb2.FindingKind
 
 
@@ -192,6 +194,7 @@ def model_findings(
     found = []
     index = model.vocabulary.index
     tagged = [d for d in docs if d.subjects]
+    vectors: list[np.ndarray] = []
     for start in range(0, len(tagged), 256):
         part = tagged[start : start + 256]
         objects = [d.obj for d in part]
@@ -207,24 +210,62 @@ def model_findings(
                     item.explanation.CopyFrom(s.explanation)
                     found.append(item)
             order, probabilities = ranked.ranking(doc)
-            scored = {int(ranked.candidates.tags[p]): float(q) for p, q in zip(order, probabilities, strict=True)}
+            scored = {
+                int(ranked.candidates.tags[p]): (int(p), float(q)) for p, q in zip(order, probabilities, strict=True)
+            }
             for subject in d.subjects:
                 column = index.get(subject)
                 if column is None or model.tag_counts[column] < WRONG_MIN_USES:
                     continue
-                probability = scored.get(column, 0.0)
-                if probability < WRONG_PROBABILITY:
-                    how = f"scored {probability:.1%}" if column in scored else "proposed by no model"
-                    found.append(
-                        finding(
-                            KIND.FINDING_KIND_LIKELY_WRONG_TAG,
-                            1.0 - probability,
-                            [d.id],
-                            [subject],
-                            f"{d.id} carries {subject!r} ({int(model.tag_counts[column])} uses in training), "
-                            f"but it is {how} for this object",
-                        )
+                position, probability = scored.get(column, (-1, 0.0))
+                if probability >= WRONG_PROBABILITY:
+                    continue
+                how = f"scored {probability:.1%}" if position >= 0 else "proposed by no model"
+                item = finding(
+                    KIND.FINDING_KIND_LIKELY_WRONG_TAG,
+                    1.0 - probability,
+                    [d.id],
+                    [subject],
+                    f"{d.id} carries {subject!r} ({int(model.tag_counts[column])} uses in training), "
+                    f"but it is {how} for this object",
+                )
+                # What each base model said: its score and rank for the tag (0 = not in its top list).
+                for name in ranked.candidates.scores:
+                    item.explanation.components.add(
+                        component=name,
+                        score=float(ranked.candidates.scores[name][position]) if position >= 0 else 0.0,
+                        rank=int(ranked.candidates.ranks[name][position]) if position >= 0 else 0,
                     )
+                item.explanation.tag_paths.extend(model.vocabulary.terms[column].paths)
+                item.explanation.summary = (
+                    f"no base model ranks {subject!r} among its top {model.candidates_per_model} for this object"
+                    if position < 0
+                    else f"the combiner gives {subject!r} {probability:.1%} from the base models' scores"
+                )
+                found.append(item)
+        vectors.append(inputs.text_vectors)
+    return found + near_duplicate_objects(tagged, np.vstack(vectors) if vectors else np.zeros((0, 0)))
+
+
+def near_duplicate_objects(docs: Sequence[Document], vectors: np.ndarray) -> list[tagger_pb2.AuditFinding]:
+    """Pairs of objects whose metadata texts nearly coincide (MPNet cosine ≥ 0.98) without being
+    identical in their key fields (those are the exact duplicates above)."""
+    found = []
+    for start in range(0, len(docs), 1024):
+        sims = vectors[start : start + 1024] @ vectors.T
+        for i, j in zip(*np.nonzero(sims >= OBJECT_SIMILARITY), strict=True):
+            a, b = docs[start + i], docs[j]
+            if start + i < j and a.text != b.text and not (placeholder(a.obj.title) or placeholder(b.obj.title)):
+                found.append(
+                    finding(
+                        KIND.FINDING_KIND_DUPLICATE_OBJECTS,
+                        float(sims[i, j]),
+                        [a.id, b.id],
+                        [],
+                        f"{a.id} and {b.id} have nearly the same metadata (MPNet cosine {sims[i, j]:.3f}): "
+                        f"{a.obj.title!r} / {b.obj.title!r}",
+                    )
+                )
     return found
 
 

@@ -217,6 +217,7 @@ def test_audit_finds_planted_problems(trained: tuple[TaggerSlice, Path], tmp_pat
         {**original, "id": "DUP-1"},
         {"id": "EMPTY-1", "title": "Study", "subjects": []},
         {**rows[1], "id": "VARIANT-1", "subjects": [swapped]},
+        {**original, "id": "NEAR-1", "title": original["title"].upper()},  # the same words, shouted
     ]
     audited = tmp_path / "objects.jsonl.gz"
     with gzip.open(audited, "wt") as out:
@@ -238,6 +239,9 @@ def test_audit_finds_planted_problems(trained: tuple[TaggerSlice, Path], tmp_pat
     for kind in ("FINDING_KIND_LIKELY_MISSING_TAG", "FINDING_KIND_LIKELY_WRONG_TAG", "FINDING_KIND_TAG_USED_ONCE"):
         scores = [f["score"] for f in by_kind[kind]]
         assert scores and scores == sorted(scores, reverse=True), kind
-    assert all(f["explanation"]["components"] for f in by_kind["FINDING_KIND_LIKELY_MISSING_TAG"])
+    for kind in ("FINDING_KIND_LIKELY_MISSING_TAG", "FINDING_KIND_LIKELY_WRONG_TAG"):
+        assert all(f["explanation"]["components"] and f["explanation"]["summary"] for f in by_kind[kind]), kind
+    near = [f for f in by_kind["FINDING_KIND_DUPLICATE_OBJECTS"] if "nearly the same metadata" in f["message"]]
+    assert any(set(f["object_ids"]) == {original["id"], "NEAR-1"} for f in near)
     page = (tmp_path / "audit" / "audit.html").read_text()
     assert page.count("<svg") == 3 and "FINDING_KIND_LIKELY_WRONG_TAG" in page
