@@ -200,8 +200,8 @@ def model_findings(
         objects = [d.obj for d in part]
         dimension = model.context.tag_vectors.shape[1]
         inputs = model.inputs(objects, embed_objects(objects, model.text_model, dimension, encoders, cache, False))
-        confident = model.suggest(inputs, 5, missing_above, [set(d.subjects) for d in part])
         ranked = model.rank(inputs)
+        confident = model.suggest(inputs, 5, missing_above, [set(d.subjects) for d in part], ranked)
         for doc, (d, suggestions) in enumerate(zip(part, confident, strict=True)):
             for s in suggestions:
                 if not s.already_present:

@@ -11,6 +11,7 @@ suggested again for the object; accepted and added tags count as the object's ow
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import sqlite3
 import threading
@@ -95,7 +96,7 @@ def parse(request: tagger_pb2.SubmitFeedbackRequest, vocabulary: Vocabulary, whe
     )
 
 
-class FeedbackStore:
+class FeedbackStore(abc.ABC):
     """The SQL both engines share; subclasses open the connection and run transactions."""
 
     schema: str
@@ -113,10 +114,9 @@ class FeedbackStore:
             if statement.strip():
                 self._execute(statement)
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        raise NotImplementedError
-        yield
+    @abc.abstractmethod
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        """One transaction: committed when the block ends, rolled back when it raises."""
 
     def record(self, items: Sequence[Feedback], model_version: str) -> list[bool]:
         """Store the items in one transaction; for each, whether it is new (False: the same id

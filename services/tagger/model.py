@@ -136,11 +136,12 @@ class TaggerModel:
         k: int | Sequence[int],
         threshold: float | Sequence[float],
         existing: list[set[str]] | None = None,
+        ranked: Ranked | None = None,
     ) -> list[list[tagger_pb2.TagSuggestion]]:
         """Up to `k` suggestions per object with probability ≥ `threshold` (0 = the model's own
         threshold, chosen at training), each with its explanation. `k` and `threshold` may be
-        given per object."""
-        ranked = self.rank(inputs)
+        given per object; `ranked` is `rank(inputs)` when the caller has it already."""
+        ranked = ranked or self.rank(inputs)
         assert self.combiner is not None
         ks = [k] * len(inputs) if isinstance(k, int) else list(k)
         cuts = [threshold] * len(inputs) if isinstance(threshold, (int, float)) else list(threshold)
