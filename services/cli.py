@@ -81,6 +81,21 @@ def ensure_tagger_model(model_dir: Path, embedder: str, args: argparse.Namespace
     return subprocess.run(command, env=env).returncode == 0
 
 
+def set_aside_outdated_store(data_dir: Path, collection: str) -> Path | None:
+    """A demo store made by an older Vitrine (without sparse vectors this version needs) is moved
+    to `<data_dir>.outdated-<time>` so that the demo collection is ingested afresh; returns
+    where it went, or None when the store is current (or absent)."""
+    from vitrine.search.store import EmbeddedStore, OutdatedCollection
+
+    try:
+        EmbeddedStore(data_dir, collection).stored_dimensions()
+    except OutdatedCollection:
+        aside = data_dir.with_name(f"{data_dir.name}.outdated-{time.strftime('%Y%m%d-%H%M%S')}")
+        data_dir.rename(aside)
+        return aside
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     var = Path(args.data_dir).resolve()
     log_dir = var / "logs"
@@ -97,14 +112,30 @@ def run(args: argparse.Namespace) -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop_all)
+    if not args.no_demo:
+        collection = os.environ.get("VITRINE_SEARCH_COLLECTION", "vitrine")
+        aside = set_aside_outdated_store(var / "search", collection)
+        if aside is not None:
+            print(f"the search store was made by an older Vitrine: moved to {aside}; the demo is ingested afresh")
     try:
         print(f"starting embedder, tagger, search (logs in {log_dir}) ...", flush=True)
         embedder_port, embedder_metrics = PORTS["embedder"]
         services.append(start_service("embedder", log_dir, env, port=embedder_port, metrics_port=embedder_metrics))
         services[0].wait_serving(args.ready_timeout)
         print(f"  {'embedder':8s} SERVING on {services[0].address}", flush=True)
-        if not args.no_demo and not ensure_tagger_model(var / "tagger" / "models", services[0].address, args, env):
-            print("training the demo tagger failed; the tagger starts without a model", file=sys.stderr)
+        model_dir = var / "tagger" / "models"
+        if args.no_demo:
+            tagger_ready = any(model_dir.glob("*/meta.json"))
+        else:
+            tagger_ready = ensure_tagger_model(model_dir, services[0].address, args, env)
+        if tagger_ready:
+            # Search indexes the tagger's machine tags of every object it ingests.
+            env["VITRINE_SEARCH_TAGGER_ADDRESS"] = f"127.0.0.1:{PORTS['tagger'][0]}"
+        elif not args.no_demo:
+            print(
+                "training the demo tagger failed; the tagger starts without a model and search without machine tags",
+                file=sys.stderr,
+            )
         for name in ("tagger", "search"):
             port, metrics_port = PORTS[name]
             services.append(start_service(name, log_dir, env, port=port, metrics_port=metrics_port))

@@ -64,20 +64,27 @@ LIKES = 3
 TRIALS = 5
 ARTIST_MIN = 4
 CENTURY_MEDIUM_MIN = 12
+# Search calls: a generous deadline (a slow answer is still the system's answer), retried on
+# transient failures and on degraded answers.
+SEARCH_TIMEOUT_S = 600.0
+ATTEMPTS = 3
+TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 METRIC_KEYS = ("ndcg@12", "recall@100", "zero_result_rate", "ndcg@12_typo", "zero_result_rate_typo")
 
 # Method -> signal_weights of the Search request ({} = the server's own fusion).
 SEARCH_METHODS: dict[str, dict[str, float]] = {
     "fused": {},
-    "text": {"text": 1.0, "keyword": 0.0, "image": 0.0},
-    "keyword": {"text": 0.0, "keyword": 1.0, "image": 0.0},
-    "image": {"text": 0.0, "keyword": 0.0, "image": 1.0},
+    "text": {"text": 1.0, "keyword": 0.0, "image": 0.0, "tags": 0.0},
+    "keyword": {"text": 0.0, "keyword": 1.0, "image": 0.0, "tags": 0.0},
+    "image": {"text": 0.0, "keyword": 0.0, "image": 1.0, "tags": 0.0},
+    "tags": {"text": 0.0, "keyword": 0.0, "image": 0.0, "tags": 1.0},
 }
 SIGNAL_NAMES = {
     search_pb2.SIGNAL_IMAGE: "image",
     search_pb2.SIGNAL_TEXT: "text",
     search_pb2.SIGNAL_KEYWORD: "keyword",
     search_pb2.SIGNAL_VISUAL: "visual",
+    search_pb2.SIGNAL_TAGS: "tags",
 }
 # Bars of issue #13.
 FUSED_OVER_TFIDF = 1.3
@@ -370,8 +377,25 @@ class Services(contextlib.AbstractContextManager["Services"]):
         env = {"VITRINE_EMBEDDER_MODELS": models, "VITRINE_EMBEDDER_HOST": "127.0.0.1"}
         return self._start("embedder", env).address
 
-    def start_search(self, embedder: str, text_model: str, image_model: str) -> ServiceProcess:
-        """A search service on a fresh, empty embedded store in a temporary folder."""
+    def start_tagger(self, model_dir: Path, embedder: str) -> str:
+        """A tagger serving the trained version in `model_dir`."""
+        self._say(f"starting a tagger with {model_dir} ...")
+        env = {
+            "VITRINE_TAGGER_HOST": "127.0.0.1",
+            "VITRINE_TAGGER_MODEL_DIR": str(model_dir.parent),
+            "VITRINE_TAGGER_MODEL_VERSION": model_dir.name,
+            "VITRINE_TAGGER_EMBEDDER_ADDRESS": embedder,
+            # Its own feedback database: nobody's curators' decisions change what it suggests.
+            "VITRINE_TAGGER_FEEDBACK_DB": str(
+                Path(self._tmp.enter_context(tempfile.TemporaryDirectory(prefix="vitrine-eval-"))) / "feedback.db"
+            ),
+            "VITRINE_TAGGER_FEEDBACK_DATABASE_URL": "",
+        }
+        return self._start("tagger", env).address
+
+    def start_search(self, embedder: str, text_model: str, image_model: str, tagger: str = "") -> ServiceProcess:
+        """A search service on a fresh, empty embedded store in a temporary folder (machine tags
+        from `tagger` when given)."""
         data_dir = self._tmp.enter_context(tempfile.TemporaryDirectory(prefix="vitrine-eval-"))
         env = {
             "VITRINE_SEARCH_HOST": "127.0.0.1",
@@ -382,6 +406,7 @@ class Services(contextlib.AbstractContextManager["Services"]):
             "VITRINE_SEARCH_TEXT_MODEL": text_model,
             "VITRINE_SEARCH_IMAGE_MODEL": image_model,
             "VITRINE_SEARCH_MAX_PAGE_SIZE": str(RECALL_K),
+            "VITRINE_SEARCH_TAGGER_ADDRESS": tagger,
         }
         return self._start("search", env)
 
@@ -452,7 +477,7 @@ async def check_store(stub: search_pb2_grpc.SearchServiceStub, ids: Sequence[str
 
     async def get(museum_id: str) -> search_pb2.GetObjectResponse | None:
         try:
-            return await stub.GetObject(search_pb2.GetObjectRequest(id=museum_id), timeout=30)
+            return await stub.GetObject(search_pb2.GetObjectRequest(id=museum_id), timeout=SEARCH_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -470,29 +495,68 @@ async def check_store(stub: search_pb2_grpc.SearchServiceStub, ids: Sequence[str
     return check
 
 
+@dataclass
+class MethodRun:
+    """One method's answers: each query's ranked ids (top 100) and how the answers came."""
+
+    results: list[list[str]]
+    # Signal name -> hits it contributed to.
+    signals: Counter[str]
+    # Signals the service reported unavailable in any answer.
+    unavailable: set[str]
+    # Answers still missing a signal the method asks for after the retries (the service answers
+    # from keywords alone while the embedder does not respond in time).
+    degraded: int
+    retries: int
+    latencies_s: list[float]
+
+
 async def run_method(
     stub: search_pb2_grpc.SearchServiceStub,
     queries: Sequence[Query],
     weights: Mapping[str, float],
     concurrency: int,
-) -> tuple[list[list[str]], Counter[str], set[str]]:
-    """Each query's ranked ids (top 100) through the Search RPC; the signals the hits came from;
-    the signals the server said were unavailable."""
-    signals: Counter[str] = Counter()
-    unavailable: set[str] = set()
+    dense: Iterable[str] = ("text",),
+    timeout_s: float = SEARCH_TIMEOUT_S,
+) -> MethodRun:
+    """Each query through the Search RPC with these `signal_weights`. A call that fails with a
+    transient status, or an answer missing one of the `dense` signals the weights ask for
+    (degraded), is tried again (ATTEMPTS in all): the figures are the system's, not an overloaded
+    machine's."""
+    wanted = {s for s in dense if weights.get(s, 1.0) > 0}
+    run = MethodRun([], Counter(), set(), 0, 0, [])
 
     async def one(query: Query) -> list[str]:
         request = search_pb2.SearchRequest(
             query=query.query, page=common_pb2.PageRequest(page_size=RECALL_K), signal_weights=dict(weights)
         )
-        answer = await stub.Search(request, timeout=120)
-        for hit in answer.hits:
-            signals.update(SIGNAL_NAMES.get(s.signal, str(s.signal)) for s in hit.signals)
-        unavailable.update(SIGNAL_NAMES.get(s, str(s)) for s in answer.unavailable_signals)
-        return [hit.object.id for hit in answer.hits]
+        for attempt in range(1, ATTEMPTS + 1):
+            clock = time.perf_counter()
+            try:
+                answer = await stub.Search(request, timeout=timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in TRANSIENT or attempt == ATTEMPTS:
+                    raise EvalError(
+                        f"Search {query.query!r} failed: {exc.code().name}: {exc.details()} (attempt {attempt})"
+                    ) from exc
+                run.retries += 1
+                await asyncio.sleep(2.0 * attempt)
+                continue
+            run.latencies_s.append(time.perf_counter() - clock)
+            missing = wanted.intersection(SIGNAL_NAMES.get(s, "") for s in answer.unavailable_signals)
+            if missing and attempt < ATTEMPTS:
+                run.retries += 1
+                await asyncio.sleep(2.0 * attempt)
+                continue
+            run.degraded += bool(missing)
+            for hit in answer.hits:
+                run.signals.update(SIGNAL_NAMES.get(s.signal, str(s.signal)) for s in hit.signals)
+            run.unavailable.update(SIGNAL_NAMES.get(s, str(s)) for s in answer.unavailable_signals)
+            return [hit.object.id for hit in answer.hits]
+        raise AssertionError("unreachable")
 
-    results = await _bounded(one, queries, concurrency)
-    return results, signals, unavailable
+    run.results = await _bounded(one, queries, concurrency)
+    return run
 
 
 def _trial_rng(seed: int, kind: str, group: str, trial: int) -> random.Random:
@@ -529,7 +593,7 @@ async def recommend_quality(
         for name, strategy in strategies.items():
             answer = await stub.Recommend(
                 search_pb2.RecommendRequest(liked_ids=liked, k=RECOMMEND_K, strategy=strategy, space=space),
-                timeout=60,
+                timeout=SEARCH_TIMEOUT_S,
             )
             shares[name] = sum(h.object.id in member_set for h in answer.hits) / RECOMMEND_K
         return shares
@@ -726,6 +790,11 @@ def add_arguments(p: argparse.ArgumentParser, default_paintings: Path) -> None:
     )
     p.add_argument("--text-model", default="mpnet", help="Text model of the search service (default %(default)s).")
     p.add_argument(
+        "--tagger-model",
+        help="A trained tagger version (folder): machine tags indexed with the objects (signal 'tags'). "
+        "It must not have trained on any evaluated object (checked against its training_ids.txt).",
+    )
+    p.add_argument(
         "--image-model",
         default="",
         help="Image model of the paintings store (default: the service's choice, clip else efficientnet-lite0).",
@@ -793,6 +862,7 @@ def run_eval(args: argparse.Namespace) -> int:
             print(text, file=sys.stderr, flush=True)
 
     collection = read_collection(data, args.limit)
+    tagger_model = _tagger_model(args.tagger_model, collection) if args.tagger_model else None
     if args.queries:
         queries = read_queries(Path(args.queries))
         queries_source = str(args.queries)
@@ -812,7 +882,8 @@ def run_eval(args: argparse.Namespace) -> int:
             embedder = services.start_embedder(models)
         else:
             embedder = args.embedder
-        metrics = asyncio.run(_evaluate(args, services, embedder, collection, queries, paintings, say))
+        tagger = services.start_tagger(tagger_model, embedder) if tagger_model else ""
+        metrics = asyncio.run(_evaluate(args, services, embedder, tagger, collection, queries, paintings, say))
     metrics["info"].update(queries_file=queries_source, seconds=round(time.perf_counter() - started, 1))
     metrics["checks"] = checks(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
@@ -823,10 +894,30 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tagger_model(folder: str, collection: Collection) -> Path:
+    """The tagger version folder, checked: trained, and never on an object being evaluated (its
+    machine tags would then repeat the curators' subjects the queries are made of)."""
+    path = Path(folder).resolve()
+    meta = path / "meta.json"
+    if not meta.is_file():
+        raise EvalError(f"{path} is not a trained tagger version (no meta.json)")
+    ids_file = path / json.loads(meta.read_text()).get("training_ids_file", "training_ids.txt")
+    if not ids_file.is_file():
+        raise EvalError(f"{path} lists no training ids ({ids_file.name}): cannot check it never saw these objects")
+    overlap = set(ids_file.read_text().split()) & set(collection.ids)
+    if overlap:
+        raise EvalError(
+            f"the tagger version {path.name} trained on {len(overlap)} of the evaluated objects "
+            f"(e.g. {sorted(overlap)[:3]}): evaluate on objects it never saw"
+        )
+    return path
+
+
 async def _evaluate(
     args: argparse.Namespace,
     services: Services,
     embedder: str,
+    tagger: str,
     collection: Collection,
     queries: list[Query],
     paintings: Path | None,
@@ -852,11 +943,12 @@ async def _evaluate(
         "search_build": _git_build(),
         "search_source_sha256": _source_digest(),
         "seed": args.seed,
+        "tagger_model": args.tagger_model or "",
     }
     metrics: dict[str, Any] = {"methods": {}, "recommend": {}, "info": info, "notes": notes}
 
     # -- the objects' store: search, then text-side Recommend --------------------------------
-    search = services.start_search(embedder, args.text_model, "")
+    search = services.start_search(embedder, args.text_model, "", tagger)
     async with open_channel(search.address) as channel:
         stub = search_pb2_grpc.SearchServiceStub(channel)
         clock = time.perf_counter()
@@ -864,7 +956,9 @@ async def _evaluate(
         timings["ingest_objects"] = time.perf_counter() - clock
         for line in summary.lines():
             say(line)
+        clock = time.perf_counter()
         store = await check_store(stub, collection.ids)
+        timings["check_store"] = time.perf_counter() - clock
         if store.with_subjects:
             raise EvalError(f"{len(store.with_subjects)} stored objects carry subjects, e.g. {store.with_subjects[0]}")
         info["index"] = {**store.summary(), "records": len(collection.rows), "skipped": sum(summary.skipped.values())}
@@ -873,31 +967,48 @@ async def _evaluate(
 
         clock = time.perf_counter()
         methods = dict(SEARCH_METHODS)
+        if not tagger:
+            del methods["tags"]
+            notes.append("tags: no machine tags (give --tagger-model); the tags signal had nothing to match")
         if not models.text_to_image_available:
             del methods["image"]
             notes.append(
                 "image: skipped, the embedder has no CLIP weights (ListModels text_to_image_available is false)"
             )
         signals_seen: dict[str, dict[str, int]] = {}
+        search_runs: dict[str, dict[str, Any]] = {}
         ranked: dict[str, list[list[str]]] = {}
+        dense = ["text", *(["image"] if models.text_to_image_available else [])]
         for name, weights in methods.items():
             say(f"searching: {name} ({len(queries)} queries)")
-            results, signals, unavailable = await run_method(stub, queries, weights, args.concurrency)
-            metrics["methods"][name] = method_metrics(queries, results)
-            signals_seen[name] = dict(signals)
-            ranked[name] = results
-            if name in ("keyword", "image") and signals and set(signals) == {"text"}:
+            run = await run_method(stub, queries, weights, args.concurrency, dense)
+            metrics["methods"][name] = method_metrics(queries, run.results)
+            ranked[name] = run.results
+            signals_seen[name] = dict(run.signals)
+            search_runs[name] = {
+                "degraded_answers": run.degraded,
+                "retries": run.retries,
+                "latency_s_mean": round(float(np.mean(run.latencies_s)), 3) if run.latencies_s else None,
+                "latency_s_p95": round(float(np.percentile(run.latencies_s, 95)), 3) if run.latencies_s else None,
+            }
+            if run.degraded:
+                notes.append(
+                    f"{name}: {run.degraded} answers came without a signal the method asks for (embedder too slow "
+                    f"even after {ATTEMPTS} tries): the figure understates the method"
+                )
+            if name in ("keyword", "image") and run.signals and set(run.signals) == {"text"}:
                 notes.append(
                     f"{name}: every hit came from the text signal: this search build ignores signal_weights "
                     "(no hybrid search yet), so the figure is the text signal's"
                 )
-            if name == "image" and "image" in unavailable:
+            if name == "image" and "image" in run.unavailable:
                 notes.append("image: the service reported the image signal unavailable")
         tfidf = TfidfBaseline(texts)
         ranked["tfidf"] = [tfidf.search(q.query) for q in queries]
         metrics["methods"]["tfidf"] = method_metrics(queries, ranked["tfidf"])
         timings["search"] = time.perf_counter() - clock
         info["signals_seen"] = signals_seen
+        info["search_calls"] = search_runs
         info["queries"] = {
             "clean": sum(q.typo_of is None for q in queries),
             "typo": sum(q.typo_of is not None for q in queries),

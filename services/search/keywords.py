@@ -27,7 +27,13 @@ for TF-IDF and 0.41 for MPNet on the raw typo; 8% of clean queries get a (harmle
 correction of a word no object has, which costs 0.002 of clean nDCG.
 
 Ids are a 31-bit hash of the term (blake2b), stable across processes and machines, so no
-vocabulary has to be kept anywhere. Curators' subject tags are deliberately not indexed.
+vocabulary has to be kept anywhere.
+
+Subject tags are not keywords: they go in a third sparse vector, `tags` (`tag_vector`): the terms
+of the curators' own subjects (weight 1) and of the tagger's machine tags (weight = its calibrated
+score; a term in several tags keeps its best). It also holds the whole-word spelling ids of the
+tag words, so that spelling correction knows words only a tag has ("fsih" -> "fish" on a page
+titled "Study" that the tagger tags fish).
 """
 
 from __future__ import annotations
@@ -44,9 +50,9 @@ from dataclasses import dataclass
 from vitrine.search.store import SPARSE_VECTOR_NAMES, SparseVector
 from vitrine.v1 import common_pb2
 
-KEYWORDS, NGRAMS = SPARSE_VECTOR_NAMES
+KEYWORDS, NGRAMS, TAGS = SPARSE_VECTOR_NAMES
 # Bumped whenever the terms an object gets change, so stored objects are re-indexed on ingest.
-VERSION = "keywords-1"
+VERSION = "keywords-2"
 
 # Words of a text: letters and digits, split at everything else (also "_").
 _WORD = re.compile(r"[^\W_]+")
@@ -215,6 +221,25 @@ def document_vectors(fields: Sequence[tuple[str, str]]) -> dict[str, SparseVecto
 
 def object_vectors(obj: common_pb2.CollectionObject) -> dict[str, SparseVector]:
     return document_vectors(object_fields(obj))
+
+
+def tag_vector(subjects: Iterable[str], machine_tags: Iterable[tuple[str, float]] = ()) -> SparseVector | None:
+    """The `tags` vector: each term of a tag label weighted by the tag's weight (curators'
+    subjects 1, machine tags their score; the best weight when a term is in several tags), and
+    the spelling id of each tag word (for correction; queries of the tags signal never hold
+    spelling ids, so they add nothing to scores). None when there is no tag."""
+    weights: dict[int, float] = {}
+    for label, weight in [*((s, 1.0) for s in subjects), *machine_tags]:
+        if weight <= 0:
+            continue
+        for term in terms(label):
+            index = term_id(term)
+            weights[index] = max(weights.get(index, 0.0), float(weight))
+        for word in words(label):
+            if len(word) > 2:
+                index = spelling_id(word)
+                weights[index] = max(weights.get(index, 0.0), float(weight))
+    return SparseVector.from_dict(weights) if weights else None
 
 
 @dataclass(frozen=True)

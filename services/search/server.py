@@ -8,6 +8,7 @@ its own thread (see `store.AsyncStore`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections import Counter as Tally
@@ -30,12 +31,15 @@ from vitrine.common.settings import load_settings
 from vitrine.common.validation import bounded_int, require_count, require_text
 from vitrine.search import keywords
 from vitrine.search.fusion import FusedHit, check_weights, fuse
+from vitrine.search.indexing import IndexBuilder
+from vitrine.search.machine_tags import MachineTagger
 from vitrine.search.recommend import cluster_likes, interleave, mean_query
 from vitrine.search.records import content_hash, object_text, object_to_payload, payload_to_object
 from vitrine.search.settings import ENV_PREFIX, SearchSettings
 from vitrine.search.store import (
     AsyncStore,
     Conditions,
+    EmbeddedStore,
     ScoredObject,
     SparseVector,
     StoredPoint,
@@ -55,7 +59,8 @@ QUERIES = Counter(
 
 DEGRADED = Counter(
     "vitrine_search_degraded",
-    "Search answers given without some of their signals, by reason (embedder_unavailable: keyword matches only).",
+    "Search answers given without some of their signals, by reason (embedder_unavailable: keyword and tag "
+    "matches only).",
     ["reason"],
 )
 
@@ -69,11 +74,16 @@ NO_TEXT_TO_IMAGE = (
     "results come from the metadata text"
 )
 EMBEDDER_DOWN = (
-    "the embedder is unavailable: these results come from keyword matches only "
+    "the embedder is unavailable: these results come from keyword and tag matches only "
     "(meaning-based matching returns by itself when the embedder is back)"
 )
 # Search signals by their name in SearchRequest.signal_weights.
-SIGNALS = {"text": search_pb2.SIGNAL_TEXT, "keyword": search_pb2.SIGNAL_KEYWORD, "image": search_pb2.SIGNAL_IMAGE}
+SIGNALS = {
+    "text": search_pb2.SIGNAL_TEXT,
+    "keyword": search_pb2.SIGNAL_KEYWORD,
+    "image": search_pb2.SIGNAL_IMAGE,
+    "tags": search_pb2.SIGNAL_TAGS,
+}
 # Within the keyword signal: exact words count fully, the typo-tolerant trigram match half
 # (measured on Tate subject queries: fuzzy alone scores about as well as exact words, together
 # they do best; see keywords.py).
@@ -155,6 +165,12 @@ class SearchService:
         self.text_model = settings.text_model
         self.image_model = ""
         self.text_to_image = False
+        self.tagger = (
+            MachineTagger(settings.tagger_address, settings.machine_tags, settings.machine_tag_min_score)
+            if settings.tagger_address
+            else None
+        )
+        self.indexer: IndexBuilder | None = None
         self.ready = False
 
     @property
@@ -189,6 +205,9 @@ class SearchService:
         else:
             log.warning("the embedder has no image model: objects are stored without image vectors")
         await self.store.ensure_collection(dims)
+        if isinstance(self.store.store, EmbeddedStore) and self.settings.index_min_new_objects:
+            self.indexer = IndexBuilder(self.store, self.settings.index_min_new_objects, self.settings.index_idle_s)
+            self.indexer.start()
         count = await self.store.count()
         log.info(
             "store open",
@@ -203,8 +222,10 @@ class SearchService:
         self.ready = True
 
     async def close(self) -> None:
+        if self.indexer is not None:
+            await self.indexer.close()
         await self.store.close()
-        for client in (self._embedder, self._query_embedder):
+        for client in (self._embedder, self._query_embedder, self.tagger):
             if client is not None:
                 await client.close()
 
@@ -270,8 +291,10 @@ class SearchService:
         self.check_ready()
         self._validate_objects(objects)
         answer = search_pb2.UpsertObjectsResponse()
-        # The keyword format is hashed in too: when it changes, stored objects are re-indexed.
-        hashes = {obj.id: content_hash(obj, [*self.models, keywords.VERSION]) for obj in objects}
+        # The keyword format (and whether machine tags are wanted) is hashed in too: when it
+        # changes, stored objects are re-indexed.
+        indexing = [*self.models, keywords.VERSION, "machine-tags" if self.tagger else ""]
+        hashes = {obj.id: content_hash(obj, indexing) for obj in objects}
         stored = await self.store.get(list(hashes), payload_fields=["content_hash"])
         changed = [o for o in objects if o.id not in stored or stored[o.id].payload.get("content_hash") != hashes[o.id]]
         answer.unchanged = len(objects) - len(changed)
@@ -291,11 +314,12 @@ class SearchService:
                 with_image.append(o)
 
         text_ids = [i for i, t in texts.items() if t]
-        text_rows, image_rows = await asyncio.gather(
+        text_rows, image_rows, machine_tags = await asyncio.gather(
             self.embedder.embed_texts(self.text_model, [texts[i] for i in text_ids])
             if text_ids
             else asyncio.sleep(0, result=[]),
             self._embed_images([o.image for o in with_image]) if with_image else asyncio.sleep(0, result=[]),
+            self.tagger.tag(changed) if self.tagger and changed else asyncio.sleep(0, result={}),
         )
         vectors: dict[str, dict[str, np.ndarray]] = {o.id: {} for o in changed}
         for museum_id, row in zip(text_ids, text_rows, strict=True):
@@ -314,10 +338,21 @@ class SearchService:
                     reason = f"no metadata text to embed, and {image_problems[o.id]}"
                 answer.skipped.add(id=o.id, reason=reason)
                 continue
-            stored_hash = (PARTIAL_PREFIX if o.id in image_problems else "") + hashes[o.id]
-            payload = object_to_payload(o, stored_hash, has_image="image" in vectors[o.id])
-            points.append(StoredPoint(o.id, {**vectors[o.id], **keywords.object_vectors(o)}, payload))
+            # Partial: stored without its image or machine tags; the next ingest tries again.
+            partial = o.id in image_problems or machine_tags is None
+            payload = object_to_payload(o, (PARTIAL_PREFIX if partial else "") + hashes[o.id], "image" in vectors[o.id])
+            sparse = keywords.object_vectors(o)
+            tags = (machine_tags or {}).get(o.id)
+            if tags is not None:
+                payload["machine_tags"] = [[label, round(score, 4)] for label, score in tags.tags]
+                payload["machine_tags_version"] = tags.version
+            tag_vector = keywords.tag_vector(o.subjects, tags.tags if tags else ())
+            if tag_vector is not None:
+                sparse[keywords.TAGS] = tag_vector
+            points.append(StoredPoint(o.id, {**vectors[o.id], **sparse}, payload))
         await self.store.upsert(points)
+        if self.indexer is not None:
+            self.indexer.wrote()
         answer.upserted = len(points)
         if image_problems:
             log.warning(
@@ -336,7 +371,10 @@ class SearchService:
         for i, museum_id in enumerate(ids):
             if not museum_id.strip():
                 raise invalid_argument(f"ids[{i}] is empty")
-        return await self.store.delete(list(ids))
+        deleted = await self.store.delete(list(ids))
+        if self.indexer is not None:
+            self.indexer.wrote()
+        return deleted
 
     # -- read path -------------------------------------------------------------------------
 
@@ -347,7 +385,13 @@ class SearchService:
         if found is None:
             raise not_found(f"object {museum_id!r} is not in the collection")
         return search_pb2.GetObjectResponse(
-            object=payload_to_object(museum_id, found.payload), vectors=sorted(found.vectors)
+            object=payload_to_object(museum_id, found.payload),
+            vectors=sorted(found.vectors),
+            machine_tags=[
+                search_pb2.MachineTag(label=label, score=score)
+                for label, score in found.payload.get("machine_tags", [])
+            ],
+            machine_tags_version=found.payload.get("machine_tags_version", ""),
         )
 
     async def collection_info(self) -> search_pb2.GetCollectionInfoResponse:
@@ -395,6 +439,7 @@ class SearchService:
             "text": self.settings.weight_text,
             "keyword": self.settings.weight_keyword,
             "image": self.settings.weight_image,
+            "tags": self.settings.weight_tags,
             **given,
         }
         if not any(weights.values()):
@@ -404,21 +449,26 @@ class SearchService:
     async def _correct(self, query: str) -> dict[str, str]:
         """Spelling corrections for the query's words that no stored object has: the spelling
         one edit away that most objects have ({} when every word is known or nothing is near).
-        Uses the store only: the words of the collection are its keyword vectors."""
+        Uses the store only: the words of the collection are its keyword and tag vectors."""
         fixes: dict[str, str] = {}
         words = [w for w in dict.fromkeys(keywords.words(query)) if keywords.correctable(w)]
         for word in words:
-            if await self.store.sparse_query(keywords.KEYWORDS, keywords.term_vector(keywords.stem(word)), limit=1):
+            term = keywords.term_vector(keywords.stem(word))
+            if await self.store.sparse_query(keywords.KEYWORDS, term, limit=1, ids_only=True):
+                continue
+            if await self.store.sparse_query(keywords.TAGS, term, limit=1, ids_only=True):
                 continue
             found = keywords.candidates(word)
             probe = SparseVector.from_dict(dict.fromkeys(found, 1.0))
-            hits = await self.store.sparse_query(keywords.NGRAMS, probe, limit=CORRECTION_SAMPLE)
-            if not hits:
-                continue
-            points = await self.store.get([h.id for h in hits], payload_fields=[], with_sparse=True)
-            counts = Tally(
-                i for p in points.values() if keywords.NGRAMS in p.vectors for i in p.vectors[keywords.NGRAMS].indices
-            )
+            counts: Tally[int] = Tally()
+            for name in (keywords.NGRAMS, keywords.TAGS):
+                hits = await self.store.sparse_query(name, probe, limit=CORRECTION_SAMPLE, ids_only=True)
+                if not hits:
+                    continue
+                points = await self.store.get([h.id for h in hits], payload_fields=[], with_sparse=True)
+                counts.update(
+                    i for p in points.values() if name in p.vectors for i in p.vectors[name].indices if i in found
+                )
             best = keywords.best_candidate(found, counts)
             if best is not None:
                 fixes[word] = best
@@ -427,15 +477,42 @@ class SearchService:
     async def _keyword_matches(
         self, query: keywords.KeywordQuery, depth: int, conditions: Conditions | None
     ) -> list[ScoredObject]:
-        """The keyword signal's ranked list: exact words and trigrams, fused by rank."""
+        """The keyword signal's ranked list: exact words and trigrams, fused by rank (ids only)."""
         exact = (
-            await self.store.sparse_query(keywords.KEYWORDS, query.keywords, depth, conditions)
+            await self.store.sparse_query(keywords.KEYWORDS, query.keywords, depth, conditions, ids_only=True)
             if query.keywords
             else []
         )
-        fuzzy = await self.store.sparse_query(keywords.NGRAMS, query.ngrams, depth, conditions) if query.ngrams else []
+        fuzzy = (
+            await self.store.sparse_query(keywords.NGRAMS, query.ngrams, depth, conditions, ids_only=True)
+            if query.ngrams
+            else []
+        )
         fused = fuse({"exact": exact, "fuzzy": fuzzy}, {"exact": 1.0, "fuzzy": FUZZY_SHARE}, self.settings.fusion_k)
         return [ScoredObject(h.id, h.score, h.payload) for h in fused[:depth]]
+
+    async def _tag_matches(
+        self, query: keywords.KeywordQuery, corrected: str, depth: int, conditions: Conditions | None
+    ) -> list[ScoredObject]:
+        """The tags signal's ranked list: the query's terms (both spellings when corrected)
+        against the terms of the objects' curators' and machine tags. Tags answer what an object
+        is about, so an object counts only when its tags cover at least half of the query's words:
+        one tag word of a long query ("medieval" of "medieval saint fighting a dragon") is not
+        what was asked for, and would otherwise outrank the objects that match the whole query."""
+        if not query.keywords:
+            return []
+        found = await self.store.sparse_query(keywords.TAGS, query.keywords, depth, conditions, ids_only=True)
+        wanted = {keywords.term_id(t) for t in keywords.query_terms(corrected)}
+        if len(wanted) < 3 or not found:
+            return found  # one matched word of two is half
+        points = await self.store.get([h.id for h in found], payload_fields=[], with_sparse=True)
+        need = (len(wanted) + 1) // 2
+        return [
+            h
+            for h in found
+            if h.id in points
+            and len(wanted.intersection(points[h.id].vectors.get(keywords.TAGS, SparseVector((), ())).indices)) >= need
+        ]
 
     async def _embed_query(self, model: str, text: str) -> np.ndarray:
         client = self._query_embedder
@@ -454,12 +531,13 @@ class SearchService:
         self, vector_name: str, model: str, text: str, depth: int, conditions: Conditions | None
     ) -> list[ScoredObject]:
         vector = await self._embed_query(model, text)
-        return await self.store.query(vector_name, vector, limit=depth, conditions=conditions)
+        return await self.store.query(vector_name, vector, limit=depth, conditions=conditions, ids_only=True)
 
     async def search(self, request: search_pb2.SearchRequest) -> search_pb2.SearchResponse:
-        """Hybrid search: MPNet text-to-metadata, keywords (typo-tolerant) and, with CLIP,
-        text-to-image, each ranking its own candidates under the filter, fused by weighted
-        reciprocal rank. Without the embedder the answer comes from keywords alone and says so."""
+        """Hybrid search: MPNet text-to-metadata, keywords (typo-tolerant), subject tags
+        (curators' and machine tags) and, with CLIP, text-to-image, each ranking its own
+        candidates under the filter, fused by weighted reciprocal rank. Without the embedder the
+        answer comes from keywords and tags alone and says so."""
         self.check_ready()
         query = require_text(request.query, "query", self.settings.max_query_chars)
         size, offset = self._page(request.page)
@@ -482,19 +560,22 @@ class SearchService:
         if weights["image"] > 0 and self.text_to_image:
             dense["image"] = ("image", self.image_model)
         keyword_query = keywords.query_vectors(query, corrected if fixes else None)
-        keyword_list, *dense_lists = await asyncio.gather(
+        keyword_list, tag_list, *dense_lists = await asyncio.gather(
             self._keyword_matches(keyword_query, depth, conditions),
+            self._tag_matches(keyword_query, corrected, depth, conditions)
+            if weights["tags"] > 0
+            else asyncio.sleep(0, []),
             *(self._dense_matches(v, m, corrected, depth, conditions) for v, m in dense.values()),
             return_exceptions=True,
         )
         lists: dict[str, list[ScoredObject]] = {}
         failure: ServiceError | None = None
-        for name, found in [("keyword", keyword_list), *zip(dense, dense_lists, strict=True)]:
-            if isinstance(found, ServiceError) and name != "keyword":
+        for name, found in [("keyword", keyword_list), ("tags", tag_list), *zip(dense, dense_lists, strict=True)]:
+            if isinstance(found, ServiceError) and name in dense:
                 failure = found
             elif isinstance(found, BaseException):
                 raise found
-            elif name != "keyword" or weights["keyword"] > 0:
+            elif name in dense or weights[name] > 0:
                 lists[name] = found
         if not self.text_to_image:
             unavailable_signals.append(search_pb2.SIGNAL_IMAGE)
@@ -519,7 +600,10 @@ class SearchService:
         wanted_ids = keywords.id_like(query)
         first = [i for i in {h.id for h in lists.get("keyword", [])} if keywords.fold(i) in wanted_ids]
         fused = fuse(lists, weights, self.settings.fusion_k, first=first)
+        # Signals rank candidates by id; only the page's objects are read in full.
         page = fused[offset : offset + size]
+        stored = await self.store.get([h.id for h in page])
+        page = [dataclasses.replace(h, payload=stored[h.id].payload) for h in page if h.id in stored]
         count_answer("Search", page)
         return search_pb2.SearchResponse(
             hits=[self._fused_hit(h) for h in page],

@@ -29,6 +29,21 @@ class SearchSettings(ServerSettings):
     image_model: str = setting(
         "", "Embedder model for images. Empty: clip when the embedder has it, else efficientnet-lite0."
     )
+    tagger_address: str = setting(
+        "",
+        "Address of the tagger service: at ingest each object's best machine tags are indexed for search "
+        "(signal 'tags'). Empty: no machine tags.",
+    )
+    machine_tags: int = setting(30, "Machine tags indexed per object (the tagger's best suggestions, 1 to 100).")
+    machine_tag_min_score: float = setting(
+        0.02, "Lowest calibrated tagger score a machine tag needs to be indexed (above 0, at most 1)."
+    )
+    index_min_new_objects: int = setting(
+        20_000,
+        "Embedded store: objects added since the last HNSW build that start a new build (in a child process, "
+        "swapped in when done) once writes pause; 0 never builds (queries scan).",
+    )
+    index_idle_s: float = setting(30.0, "Embedded store: seconds without writes before an index build starts.")
     max_objects_per_upsert: int = setting(256, "Most objects one UpsertObjects request may carry.")
     max_image_mb: float = setting(20.0, "Largest image (in MiB) UpsertObjects embeds; larger ones are left out.")
     max_query_chars: int = setting(1000, "Longest query text accepted, in characters.")
@@ -41,9 +56,12 @@ class SearchSettings(ServerSettings):
     weight_text: float = setting(1.0, "Fusion weight of MPNet text-to-metadata matches (Search signal_weights 'text').")
     weight_keyword: float = setting(1.0, "Fusion weight of keyword matches (Search signal_weights 'keyword').")
     weight_image: float = setting(1.0, "Fusion weight of CLIP text-to-image matches (Search signal_weights 'image').")
+    weight_tags: float = setting(
+        1.5, "Fusion weight of subject-tag matches, curators' and machine tags (Search signal_weights 'tags')."
+    )
     fusion_k: float = setting(10.0, "Reciprocal rank fusion constant: a hit at rank r adds weight / (k + r).")
     query_embed_timeout_s: float = setting(
-        5.0, "How long Search waits for the embedder before answering with keyword matches only."
+        5.0, "How long Search waits for the embedder before answering with keyword and tag matches only."
     )
 
     def __post_init__(self) -> None:
@@ -51,12 +69,19 @@ class SearchSettings(ServerSettings):
             "weight_text": self.weight_text,
             "weight_keyword": self.weight_keyword,
             "weight_image": self.weight_image,
+            "weight_tags": self.weight_tags,
         }
         for name, value in weights.items():
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be a number of 0 or more, not {value}")
         if not any(weights.values()):
             raise ValueError(f"the fusion weights ({ENV_PREFIX}WEIGHT_*) are all 0: at least one must be positive")
+        if not 1 <= self.machine_tags <= 100 or not 0 < self.machine_tag_min_score <= 1:
+            raise ValueError(
+                f"{ENV_PREFIX}MACHINE_TAGS must be 1 to 100 and {ENV_PREFIX}MACHINE_TAG_MIN_SCORE above 0, at most 1"
+            )
+        if self.index_min_new_objects < 0 or self.index_idle_s < 0:
+            raise ValueError(f"{ENV_PREFIX}INDEX_MIN_NEW_OBJECTS and {ENV_PREFIX}INDEX_IDLE_S must be 0 or more")
         if self.candidates < 1 or not self.fusion_k > 0 or not self.query_embed_timeout_s > 0:
             raise ValueError(
                 f"{ENV_PREFIX}CANDIDATES must be 1 or more, {ENV_PREFIX}FUSION_K and "

@@ -1,6 +1,6 @@
 """The vector store: one collection of collection objects, each a point with named dense vectors
-(`text`, and `image` when the object has one), named sparse vectors (`keywords` and `ngrams`,
-see keywords.py; the store applies IDF to them, so a sparse query scores like BM25) and its
+(`text`, and `image` when the object has one), named sparse vectors (`keywords`, `ngrams` and
+`tags`, see keywords.py; the store applies IDF to them, so a sparse query scores like BM25) and its
 catalogue fields as payload.
 
 This is the only module that imports a Qdrant library. `VectorStore` is the interface the service
@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
+import shutil
 import uuid
 import warnings
 from abc import ABC, abstractmethod
@@ -31,7 +33,7 @@ import numpy as np
 
 VECTOR_NAMES = ("text", "image")
 # Sparse vectors every collection has, scored with Qdrant's IDF modifier.
-SPARSE_VECTOR_NAMES = ("keywords", "ngrams")
+SPARSE_VECTOR_NAMES = ("keywords", "ngrams", "tags")
 # Payload fields with an index, and the field holding the museum's own id.
 ID_FIELD = "museum_id"
 KEYWORD_FIELDS = (ID_FIELD, "artist", "classification", "medium", "subjects")
@@ -58,13 +60,13 @@ class DimensionMismatch(StoreError):
 
 
 class OutdatedCollection(StoreError):
-    """The stored collection was made by an older Vitrine (without the sparse keyword vectors)."""
+    """The stored collection was made by an older Vitrine (without some of the sparse vectors)."""
 
 
 def _outdated(collection: str, where: str, missing: Sequence[str]) -> OutdatedCollection:
     return OutdatedCollection(
         f"collection {collection!r} {where} was made by an older Vitrine: it has no {', '.join(missing)} vectors "
-        f"for keyword search. Ingest the collection again into a fresh one (another VITRINE_SEARCH_COLLECTION "
+        f"for keyword and tag search. Ingest the collection again into a fresh one (another VITRINE_SEARCH_COLLECTION "
         f"or VITRINE_SEARCH_DATA_DIR), or delete this one and re-ingest."
     )
 
@@ -255,8 +257,10 @@ class VectorStore(ABC):
         offset: int = 0,
         conditions: Conditions | None = None,
         exclude_ids: Sequence[str] = (),
+        ids_only: bool = False,
     ) -> list[ScoredObject]:
-        """Nearest objects to `vector` in the named vector space, best first, with payload.
+        """Nearest objects to `vector` in the named vector space, best first, with payload (only
+        the museum id with `ids_only`: candidates whose payload is fetched for the page alone).
         Objects without that vector (e.g. no image) are never returned."""
         dims = self.dimensions()
         if vector_name not in dims:
@@ -267,7 +271,8 @@ class VectorStore(ABC):
             )
         if limit <= 0:
             return []
-        return self._query(vector_name, np.asarray(vector, dtype=np.float32), limit, offset, conditions, exclude_ids)
+        vector = np.asarray(vector, dtype=np.float32)
+        return self._query(vector_name, vector, limit, offset, conditions, exclude_ids, ids_only)
 
     def sparse_query(
         self,
@@ -276,17 +281,19 @@ class VectorStore(ABC):
         limit: int,
         conditions: Conditions | None = None,
         exclude_ids: Sequence[str] = (),
+        ids_only: bool = False,
     ) -> list[ScoredObject]:
         """Objects sharing terms with the sparse `vector` in the named sparse space, best first
         (score: the dot product with the stored weights, each term weighted by its IDF over the
-        collection). Objects sharing no term are never returned."""
+        collection), with payload (only the museum id with `ids_only`). Objects sharing no term
+        are never returned."""
         self.dimensions()
         if vector_name not in SPARSE_VECTOR_NAMES:
             raise StoreError(f"unknown sparse vector {vector_name!r} (collection has {list(SPARSE_VECTOR_NAMES)})")
         _check_sparse(vector, f"query vector for {vector_name!r}")
         if limit <= 0 or not len(vector):
             return []
-        return self._sparse_query(vector_name, vector, limit, conditions, exclude_ids)
+        return self._sparse_query(vector_name, vector, limit, conditions, exclude_ids, ids_only)
 
     def recommend(
         self,
@@ -332,6 +339,7 @@ class VectorStore(ABC):
         offset: int,
         conditions: Conditions | None,
         exclude_ids: Sequence[str],
+        ids_only: bool,
     ) -> list[ScoredObject]: ...
 
     @abstractmethod
@@ -342,6 +350,7 @@ class VectorStore(ABC):
         limit: int,
         conditions: Conditions | None,
         exclude_ids: Sequence[str],
+        ids_only: bool,
     ) -> list[ScoredObject]: ...
 
     @abstractmethod
@@ -357,6 +366,15 @@ class VectorStore(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make renames in `folder` durable (fsync of the directory)."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _payload(point: StoredPoint) -> dict[str, Any]:
@@ -421,8 +439,11 @@ class EmbeddedStore(VectorStore):
     """Qdrant's engine in-process, one shard in `data_dir/<collection>`, write-ahead log on.
 
     One process per folder: a second one fails to open it (the engine locks its WAL).
-    The HNSW index is only built by an explicit `optimize()`; until then queries scan the vectors,
-    which is fast enough at demo scale (tens of thousands of objects)."""
+    The HNSW index is only built by an explicit `optimize()`, which blocks (and holds the GIL) for
+    minutes at 100k objects; until then queries scan the vectors, fast enough at demo scale. A
+    serving process builds it on a copy instead (indexing.py): `copy_for_index_build`, then a child
+    process optimizes the copy, then `swap_in` replaces the collection by the copy and replays the
+    writes made meanwhile. The swap is crash-safe: `recover` (on open) finishes or undoes it."""
 
     kind = "embedded"
 
@@ -433,6 +454,9 @@ class EmbeddedStore(VectorStore):
         self._qe = qdrant_edge
         self.path = Path(data_dir) / collection
         self._shard: Any = None
+        # Writes made since `copy_for_index_build`, replayed by `swap_in` (None: no build running).
+        self._journal: list[Any] | None = None
+        self.recover()
 
     def _config(self, dims: Mapping[str, int]) -> Any:
         qe = self._qe
@@ -513,17 +537,25 @@ class EmbeddedStore(VectorStore):
             return None
         return qe.Filter(must=must or None, must_not=must_not or None)
 
+    def _payload_selector(self, ids_only: bool) -> Any:
+        return self._qe.PayloadSelector.Include([ID_FIELD]) if ids_only else True
+
     def _vector(self, vector: np.ndarray | SparseVector) -> Any:
         if isinstance(vector, SparseVector):
             return self._qe.SparseVector(list(vector.indices), list(vector.values))
         return np.asarray(vector, dtype=np.float32).tolist()
+
+    def _update(self, operation: Any) -> None:
+        self._shard.update(operation)
+        if self._journal is not None:
+            self._journal.append(operation)
 
     def _upsert(self, points: Sequence[StoredPoint]) -> None:
         qe = self._qe
         batch = [
             qe.Point(point_id(p.id), {n: self._vector(v) for n, v in p.vectors.items()}, _payload(p)) for p in points
         ]
-        self._shard.update(qe.UpdateOperation.upsert_points(batch))
+        self._update(qe.UpdateOperation.upsert_points(batch))
 
     def _get(self, ids: list[str], with_vectors: bool, payload_fields: Sequence[str] | None) -> dict[str, StoredPoint]:
         qe = self._qe
@@ -533,7 +565,7 @@ class EmbeddedStore(VectorStore):
         return _points(records, with_vectors, payload_fields)
 
     def _delete(self, ids: list[str]) -> None:
-        self._shard.update(self._qe.UpdateOperation.delete_points([point_id(i) for i in ids]))
+        self._update(self._qe.UpdateOperation.delete_points([point_id(i) for i in ids]))
 
     def _count(self, conditions: Conditions | None) -> int:
         return int(self._shard.count(self._qe.CountRequest(exact=True, filter=self._filter(conditions))))
@@ -546,6 +578,7 @@ class EmbeddedStore(VectorStore):
         offset: int,
         conditions: Conditions | None,
         exclude_ids: Sequence[str],
+        ids_only: bool,
     ) -> list[ScoredObject]:
         qe = self._qe
         request = qe.QueryRequest(
@@ -553,7 +586,7 @@ class EmbeddedStore(VectorStore):
             offset=offset or None,
             query=qe.Query.Nearest(vector.tolist(), using=vector_name),
             filter=self._filter(conditions, exclude_ids),
-            with_payload=True,
+            with_payload=self._payload_selector(ids_only),
             with_vector=False,
         )
         return _scored(self._shard.query(request))
@@ -565,13 +598,14 @@ class EmbeddedStore(VectorStore):
         limit: int,
         conditions: Conditions | None,
         exclude_ids: Sequence[str],
+        ids_only: bool,
     ) -> list[ScoredObject]:
         qe = self._qe
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(self._vector(vector), using=vector_name),
             filter=self._filter(conditions, exclude_ids),
-            with_payload=True,
+            with_payload=self._payload_selector(ids_only),
             with_vector=False,
         )
         return _scored(self._shard.query(request))
@@ -600,6 +634,74 @@ class EmbeddedStore(VectorStore):
         """Build the HNSW index (slow, blocking): for batch jobs, never in the serving path."""
         self.dimensions()
         return bool(self._shard.optimize())
+
+    # -- index build on a copy (indexing.py runs it) ---------------------------------------
+
+    def sibling(self, suffix: str) -> Path:
+        """A path next to the collection's folder: `<collection>.<suffix>`."""
+        return self.path.with_name(f"{self.path.name}.{suffix}")
+
+    def copy_for_index_build(self) -> tuple[Path, int]:
+        """Flush, copy the collection's folder to `<collection>.build` and record every write from
+        now on (for `swap_in`). Returns the copy and how many objects it holds."""
+        self.dimensions()
+        if self._journal is not None:
+            raise StoreError("an index build is already under way")
+        target = self.sibling("build")
+        shutil.rmtree(target, ignore_errors=True)
+        self._shard.flush()
+        shutil.copytree(self.path, target)
+        self._journal = []
+        return target, self._count(None)
+
+    def abandon_index_build(self) -> None:
+        self._journal = None
+        shutil.rmtree(self.sibling("build"), ignore_errors=True)
+
+    def swap_in(self) -> int:
+        """Replace the collection by its indexed copy, then replay the writes made since the copy
+        (so nothing acknowledged is lost). Returns how many write operations were replayed.
+        On a crash part-way, `recover` keeps whichever folder holds every write."""
+        dims = self.dimensions()
+        journal, built = self._journal or [], self.sibling("build")
+        old, done = self.sibling("old"), self.sibling("swapped")
+        self._shard.flush()
+        self._shard.close()
+        self._shard = None
+        os.replace(self.path, old)
+        try:
+            os.replace(built, self.path)
+            self._open(dims)
+            for operation in journal:
+                self._shard.update(operation)
+            self._shard.flush()
+        except Exception:
+            # Back to the folder that has every write; its index is built another time.
+            if self._shard is not None:
+                self._shard.close()
+            shutil.rmtree(self.path, ignore_errors=True)
+            os.replace(old, self.path)
+            self._open(dims)
+            self._journal = None
+            raise
+        done.touch()  # from here the new folder is the truth (see `recover`)
+        _sync_folder(self.path.parent)
+        shutil.rmtree(old)
+        done.unlink()
+        self._journal = None
+        return len(journal)
+
+    def recover(self) -> None:
+        """Finish or undo a swap a crash interrupted, and drop an unfinished build's copy."""
+        old, done = self.sibling("old"), self.sibling("swapped")
+        if old.exists():
+            if done.exists():  # the new folder had every write: drop the old one
+                shutil.rmtree(old)
+            else:  # the new folder may lack writes: back to the old one
+                shutil.rmtree(self.path, ignore_errors=True)
+                os.replace(old, self.path)
+        done.unlink(missing_ok=True)
+        shutil.rmtree(self.sibling("build"), ignore_errors=True)
 
     def close(self) -> None:
         if self._shard is not None:
@@ -688,6 +790,10 @@ class ServerStore(VectorStore):
             return None
         return m.Filter(must=must or None, must_not=must_not or None)
 
+    @staticmethod
+    def _payload_selector(ids_only: bool) -> Any:
+        return [ID_FIELD] if ids_only else True
+
     def _vector(self, vector: np.ndarray | SparseVector) -> Any:
         if isinstance(vector, SparseVector):
             return self._models.SparseVector(indices=list(vector.indices), values=list(vector.values))
@@ -725,6 +831,7 @@ class ServerStore(VectorStore):
         offset: int,
         conditions: Conditions | None,
         exclude_ids: Sequence[str],
+        ids_only: bool,
     ) -> list[ScoredObject]:
         answer = self._client.query_points(
             self.collection,
@@ -733,7 +840,7 @@ class ServerStore(VectorStore):
             query_filter=self._filter(conditions, exclude_ids),
             limit=limit,
             offset=offset or None,
-            with_payload=True,
+            with_payload=self._payload_selector(ids_only),
         )
         return _scored(answer.points)
 
@@ -744,6 +851,7 @@ class ServerStore(VectorStore):
         limit: int,
         conditions: Conditions | None,
         exclude_ids: Sequence[str],
+        ids_only: bool,
     ) -> list[ScoredObject]:
         answer = self._client.query_points(
             self.collection,
@@ -751,7 +859,7 @@ class ServerStore(VectorStore):
             using=vector_name,
             query_filter=self._filter(conditions, exclude_ids),
             limit=limit,
-            with_payload=True,
+            with_payload=self._payload_selector(ids_only),
         )
         return _scored(answer.points)
 
@@ -844,8 +952,9 @@ class AsyncStore:
         offset: int = 0,
         conditions: Conditions | None = None,
         exclude_ids: Sequence[str] = (),
+        ids_only: bool = False,
     ) -> list[ScoredObject]:
-        return await self._run(self.store.query, vector_name, vector, limit, offset, conditions, exclude_ids)
+        return await self._run(self.store.query, vector_name, vector, limit, offset, conditions, exclude_ids, ids_only)
 
     async def sparse_query(
         self,
@@ -854,8 +963,9 @@ class AsyncStore:
         limit: int,
         conditions: Conditions | None = None,
         exclude_ids: Sequence[str] = (),
+        ids_only: bool = False,
     ) -> list[ScoredObject]:
-        return await self._run(self.store.sparse_query, vector_name, vector, limit, conditions, exclude_ids)
+        return await self._run(self.store.sparse_query, vector_name, vector, limit, conditions, exclude_ids, ids_only)
 
     async def recommend(
         self,
@@ -867,6 +977,10 @@ class AsyncStore:
         exclude_ids: Sequence[str] = (),
     ) -> list[ScoredObject]:
         return await self._run(self.store.recommend, vector_name, positives, negatives, limit, conditions, exclude_ids)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Any other call of the store (`fn` is one of its methods), on the store's thread."""
+        return await self._run(fn, *args)
 
     async def close(self) -> None:
         await self._run(self.store.close)

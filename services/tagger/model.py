@@ -69,6 +69,10 @@ class Ranked:
         return order, self.probabilities[order]
 
 
+# Suggestion kind by "some supervised model proposes it".
+KINDS = {True: tagger_pb2.SUGGESTION_KIND_MIMIC, False: tagger_pb2.SUGGESTION_KIND_RECOMMEND}
+
+
 class TaggerModel:
     def __init__(self, directory: Path, vocabulary: Vocabulary, meta: dict[str, Any]) -> None:
         self.directory = directory
@@ -137,20 +141,26 @@ class TaggerModel:
         threshold: float | Sequence[float],
         existing: list[set[str]] | None = None,
         ranked: Ranked | None = None,
+        explain: bool | Sequence[bool] = True,
     ) -> list[list[tagger_pb2.TagSuggestion]]:
         """Up to `k` suggestions per object with probability ≥ `threshold` (0 = the model's own
-        threshold, chosen at training), each with its explanation. `k` and `threshold` may be
+        threshold, chosen at training), each with its explanation unless `explain` is false (the
+        explanation's SHAP values cost most of the time). `k`, `threshold` and `explain` may be
         given per object; `ranked` is `rank(inputs)` when the caller has it already."""
         ranked = ranked or self.rank(inputs)
         assert self.combiner is not None
         ks = [k] * len(inputs) if isinstance(k, int) else list(k)
         cuts = [threshold] * len(inputs) if isinstance(threshold, (int, float)) else list(threshold)
         cuts = [c if c > 0 else self.combiner.threshold for c in cuts]
-        similar = self._similar_objects(inputs)
+        explains = [explain] * len(inputs) if isinstance(explain, bool) else list(explain)
+        similar = self._similar_objects(inputs) if any(explains) else [[] for _ in range(len(inputs))]
         answers = []
         for doc in range(len(inputs)):
             order, probabilities = ranked.ranking(doc)
             keep = order[probabilities >= cuts[doc]][: ks[doc]]
+            if not explains[doc]:
+                answers.append([self._bare_suggestion(ranked, position, existing, doc) for position in keep])
+                continue
             shap = self.combiner.contributions(ranked.candidates.select(keep)) if len(keep) else None
             answer = []
             for i, position in enumerate(keep):
@@ -158,6 +168,24 @@ class TaggerModel:
                 answer.append(self._suggestion(ranked, position, tag, shap[i], similar[doc], existing, doc))
             answers.append(answer)
         return answers
+
+    def _is_supervised(self, ranked: Ranked, position: int) -> bool:
+        """Some supervised model proposes the candidate (MIMIC), or only semantic ones (RECOMMEND)."""
+        assert self.combiner is not None
+        scores = ranked.candidates.scores
+        return any(scores[b][position] > 0 for b in self.combiner.backends if BACKENDS[b].supervised)
+
+    def _bare_suggestion(
+        self, ranked: Ranked, position: int, existing: list[set[str]] | None, doc: int
+    ) -> tagger_pb2.TagSuggestion:
+        """A suggestion without its explanation."""
+        term = self.vocabulary.terms[int(ranked.candidates.tags[position])]
+        return tagger_pb2.TagSuggestion(
+            tag=common_pb2.Tag(id=term.subject, label=term.subject, paths=list(term.paths)),
+            score=float(ranked.probabilities[position]),
+            kind=KINDS[self._is_supervised(ranked, position)],
+            already_present=bool(existing and term.subject in existing[doc]),
+        )
 
     def _suggestion(
         self,
@@ -205,22 +233,18 @@ class TaggerModel:
             semantic = float(candidates.scores[backend][position]) if backend in candidates.scores else 0.0
             if semantic > 0:
                 matched.append(common_pb2.MatchedText(field=field, text=term.subject, similarity=semantic))
-        supervised = any(candidates.scores[b][position] > 0 for b in self.combiner.backends if BACKENDS[b].supervised)
-        kind = tagger_pb2.SUGGESTION_KIND_MIMIC if supervised else tagger_pb2.SUGGESTION_KIND_RECOMMEND
-        probability = float(ranked.probabilities[position])
-        return tagger_pb2.TagSuggestion(
-            tag=common_pb2.Tag(id=term.subject, label=term.subject, paths=list(term.paths)),
-            score=probability,
-            kind=kind,
-            already_present=bool(existing and term.subject in existing[doc]),
-            explanation=common_pb2.Explanation(
+        supervised = self._is_supervised(ranked, position)
+        suggestion = self._bare_suggestion(ranked, position, existing, doc)
+        suggestion.explanation.CopyFrom(
+            common_pb2.Explanation(
                 components=components,
                 similar_objects=carrying,
                 matched_text=matched,
                 tag_paths=list(term.paths),
                 summary=_summary(term.subject, components, carrying, matched, supervised),
-            ),
+            )
         )
+        return suggestion
 
     def _similar_objects(self, inputs: Inputs) -> list[list[tuple[float, VectorKnn, int]]]:
         """Per object, its nearest tagged training objects by text and (when it has one) by

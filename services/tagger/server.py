@@ -235,7 +235,9 @@ class Tagger:
         answers = await asyncio.to_thread(
             self._suggest_sync, model, objects, vectors, requests, ks, decisions, self.safety
         )
-        for suggestions in answers:
+        for request, suggestions in zip(requests, answers, strict=True):
+            if request.omit_explanations:
+                continue  # machine indexing (search's machine tags), not suggestions shown to curators
             SUGGESTIONS_PER_REQUEST.labels(model.version).observe(len(suggestions))
             for suggestion in suggestions:
                 SUGGESTION_SCORE.labels(model.version).observe(suggestion.score)
@@ -268,7 +270,8 @@ class Tagger:
         decided = [decisions[o.id] for o in objects]
         existing = [set(o.subjects) | d.accepted for o, d in zip(objects, decided, strict=True)]
         wider = [k + len(d.rejected) for k, d in zip(ks, decided, strict=True)]
-        answers = model.suggest(inputs, wider, [r.threshold for r in requests], existing)
+        explain = [not r.omit_explanations for r in requests]
+        answers = model.suggest(inputs, wider, [r.threshold for r in requests], existing, explain=explain)
         kept = [
             [s for s in answer if s.tag.id not in d.rejected][:k]
             for answer, d, k in zip(answers, decided, ks, strict=True)

@@ -66,7 +66,11 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         started.append(tagger)
         search = start_service(
             "search",
-            {"VITRINE_SEARCH_EMBEDDER_ADDRESS": embedder.address, "VITRINE_SEARCH_DATA_DIR": str(data_dir / "search")},
+            {
+                "VITRINE_SEARCH_EMBEDDER_ADDRESS": embedder.address,
+                "VITRINE_SEARCH_DATA_DIR": str(data_dir / "search"),
+                "VITRINE_SEARCH_TAGGER_ADDRESS": tagger.address,  # machine tags at ingest
+            },
         )
         started.append(search)
         for service in started:

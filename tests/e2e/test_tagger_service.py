@@ -36,6 +36,19 @@ def test_stream_answers_in_order(stub: tagger_pb2_grpc.TaggerServiceStub) -> Non
     assert [s.tag.id for s in answers[1].response.suggestions] == [s.tag.id for s in single.suggestions]
 
 
+def test_suggestions_without_explanations_are_the_same_tags(stub: tagger_pb2_grpc.TaggerServiceStub) -> None:
+    full = _request("x1", "Stormy Sea with a Shipwreck")
+    bare = tagger_pb2.SuggestTagsRequest()
+    bare.CopyFrom(full)
+    bare.omit_explanations = True
+    explained = stub.SuggestTags(full, timeout=60).suggestions
+    plain = stub.SuggestTags(bare, timeout=60).suggestions
+    assert explained and all(s.explanation.summary for s in explained)
+    assert [(s.tag.id, s.kind) for s in plain] == [(s.tag.id, s.kind) for s in explained]
+    assert [s.score for s in plain] == pytest.approx([s.score for s in explained])
+    assert not any(s.HasField("explanation") for s in plain)
+
+
 @pytest.mark.parametrize(
     ("request_", "fragment"),
     [

@@ -150,10 +150,14 @@ def test_search_finds_ships_at_sea(loaded: tuple[str, str], stub: search_pb2_grp
     assert len(sea_ids.intersection(top)) >= 3, [h.object.title for h in answer.hits[:5]]
     for hit in answer.hits:
         # Each hit lists the signals that found it, with its rank in each; the fused score is
-        # their reciprocal ranks (default weights 1, k = 10).
+        # their weighted reciprocal ranks (default weights 1, tags 1.5; k = 10). The Tate records
+        # carry their curators' subjects, which the tags signal matches.
         names = [s.signal for s in hit.signals]
-        assert search_pb2.SIGNAL_TEXT in names and set(names) <= {search_pb2.SIGNAL_TEXT, search_pb2.SIGNAL_KEYWORD}
-        assert hit.score == pytest.approx(sum(1 / (10 + s.rank) for s in hit.signals), rel=1e-5)
+        assert search_pb2.SIGNAL_TEXT in names
+        assert set(names) <= {search_pb2.SIGNAL_TEXT, search_pb2.SIGNAL_KEYWORD, search_pb2.SIGNAL_TAGS}
+        weight = {search_pb2.SIGNAL_TAGS: 1.5}
+        expected = sum(weight.get(s.signal, 1.0) / (10 + s.rank) for s in hit.signals)
+        assert hit.score == pytest.approx(expected, rel=1e-5)
     scores = [h.score for h in answer.hits]
     assert scores == sorted(scores, reverse=True)
     # No CLIP weights here: the answer says text-to-image matching was not available.
@@ -194,7 +198,7 @@ def test_hybrid_search_needs_not_every_word(
     assert len(answer.hits) == 12
     first = answer.hits[0]
     assert first.object.id == "wikidata-Q19912023", [
-        h.object.title for h in answer.hits[:3]
+        (h.object.title, _signals(h), h.score) for h in answer.hits[:3]
     ]  # Saint Michael and the Dragon
     assert _signals(first).keys() == {search_pb2.SIGNAL_TEXT, search_pb2.SIGNAL_KEYWORD}
     assert _signals(first)[search_pb2.SIGNAL_KEYWORD] == 1
@@ -232,10 +236,10 @@ def test_a_typo_still_finds_the_object(loaded: tuple[str, str], stub: search_pb2
 
 
 def test_signal_weights(loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub) -> None:
-    text_only = _search(stub, "sailing boats", signal_weights={"text": 1, "keyword": 0, "image": 0})
+    text_only = _search(stub, "sailing boats", signal_weights={"text": 1, "keyword": 0, "image": 0, "tags": 0})
     assert len(text_only.hits) == 12
     assert all(_signals(h).keys() == {search_pb2.SIGNAL_TEXT} for h in text_only.hits)
-    keyword_only = _search(stub, "sailing boats", signal_weights={"text": 0})
+    keyword_only = _search(stub, "sailing boats", signal_weights={"text": 0, "tags": 0})
     assert keyword_only.hits and all(_signals(h).keys() == {search_pb2.SIGNAL_KEYWORD} for h in keyword_only.hits)
     assert [_signals(h)[search_pb2.SIGNAL_KEYWORD] for h in keyword_only.hits] == list(
         range(1, len(keyword_only.hits) + 1)
@@ -245,7 +249,7 @@ def test_signal_weights(loaded: tuple[str, str], stub: search_pb2_grpc.SearchSer
         ({"colour": 1.0}, "'colour'"),
         ({"text": -1.0}, "'text'"),
         ({"keyword": float("nan")}, "'keyword'"),
-        ({"text": 0.0, "keyword": 0.0, "image": 0.0}, "weight 0"),
+        ({"text": 0.0, "keyword": 0.0, "image": 0.0, "tags": 0.0}, "weight 0"),
     ]
     for weights, fragment in cases:
         code, details = _code(stub.Search, search_pb2.SearchRequest(query="boats", signal_weights=weights))
@@ -439,7 +443,7 @@ def test_restart_keeps_the_collection_and_embedder_outage_is_unavailable(
             embedder.stop()
             answer = _search(stub, "Sailing Boats off Coast")
             assert answer.hits[0].object.id == "D24130"
-            assert all(_signals(h).keys() == {search_pb2.SIGNAL_KEYWORD} for h in answer.hits)
+            assert all(_signals(h).keys() <= {search_pb2.SIGNAL_KEYWORD, search_pb2.SIGNAL_TAGS} for h in answer.hits)
             assert set(answer.unavailable_signals) == {search_pb2.SIGNAL_TEXT, search_pb2.SIGNAL_IMAGE}
             assert any("embedder is unavailable" in n for n in answer.notices)
             # Also when only the text signal was asked for: keyword matches rather than nothing.

@@ -14,6 +14,7 @@ import pytest
 from vitrine.common.errors import ServiceError, unavailable
 from vitrine.search import keywords
 from vitrine.search.fusion import Match, check_weights, fuse
+from vitrine.search.machine_tags import MachineTags
 from vitrine.search.server import DEGRADED, SearchService
 from vitrine.search.settings import SearchSettings
 from vitrine.search.store import ScoredObject, StoredPoint
@@ -184,7 +185,7 @@ async def test_signal_weights_are_validated(service: SearchService) -> None:
     for weights, fragment in [
         ({"colour": 1}, "'colour'"),
         ({"text": -1}, "'text'"),
-        ({"text": 0, "keyword": 0, "image": 0}, "weight 0"),
+        ({"text": 0, "keyword": 0, "image": 0, "tags": 0}, "weight 0"),
     ]:
         with pytest.raises(ServiceError) as info:
             await service.search(search_pb2.SearchRequest(query="vase", signal_weights=weights))
@@ -266,3 +267,88 @@ async def test_pages_do_not_overlap(service: SearchService) -> None:
     everything = await service.search(search_pb2.SearchRequest(query="oil painting"))
     assert [h.object.id for h in [*first.hits, *second.hits]] == [h.object.id for h in everything.hits[:4]]
     assert len(everything.hits) == len(OBJECTS)  # the text signal ranks every object
+
+
+# ----------------------------------------------------------------------------------------------
+# Subject tags: curators' and machine tags, through UpsertObjects with a stand-in tagger
+# ----------------------------------------------------------------------------------------------
+
+
+class FakeTagger:
+    """Machine tags by object id; `down` answers as MachineTagger does when the tagger is out."""
+
+    def __init__(self, tags: dict[str, list[tuple[str, float]]]) -> None:
+        self.tags = tags
+        self.down = False
+        self.calls = 0
+
+    async def tag(self, objects: Sequence[common_pb2.CollectionObject]) -> dict[str, MachineTags] | None:
+        self.calls += 1
+        if self.down:
+            return None
+        return {o.id: MachineTags(tuple(self.tags[o.id]), "tagger-v1") for o in objects if o.id in self.tags}
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def tagged(tmp_path: Path) -> SearchService:
+    svc = SearchService(SearchSettings(data_dir=str(tmp_path), collection="objects"))
+    await svc.store.ensure_collection({"text": DIM})
+    fake = FakeEmbedder()
+    svc._embedder = svc._query_embedder = fake  # type: ignore[assignment]
+    svc.text_model, svc.image_model = "mpnet", ""
+    svc.tagger = FakeTagger({"N00004": [("sea", 0.9), ("fish", 0.6)], "N00001": [("flower", 0.95)]})  # type: ignore[assignment]
+    svc.ready = True
+    yield svc
+    await svc.store.close()
+
+
+def _with_subjects() -> list[common_pb2.CollectionObject]:
+    objects = [common_pb2.CollectionObject(id=o.id, title=o.title, medium=o.medium) for o in OBJECTS]
+    objects[4].subjects.append("harbour, quay")  # the curators' own tag
+    return objects
+
+
+async def test_machine_tags_are_stored_and_searchable(tagged: SearchService) -> None:
+    answer = await tagged.upsert(_with_subjects())
+    assert answer.upserted == len(OBJECTS)
+    stored = await tagged.get_object("N00004")
+    assert [(t.label, round(t.score, 2)) for t in stored.machine_tags] == [("sea", 0.9), ("fish", 0.6)]
+    assert stored.machine_tags_version == "tagger-v1"
+    assert not (await tagged.get_object("N00002")).machine_tags
+
+    tags_only = {"text": 0, "keyword": 0, "image": 0}
+    # No catalogue text says "fish": only the machine tag finds the storm at sea.
+    fish = await tagged.search(search_pb2.SearchRequest(query="fish", signal_weights=tags_only))
+    assert [h.object.id for h in fish.hits] == ["N00004"]
+    assert _signals(fish.hits[0]) == {search_pb2.SIGNAL_TAGS: 1}
+    # The curators' tags are searchable the same way.
+    quay = await tagged.search(search_pb2.SearchRequest(query="quay", signal_weights=tags_only))
+    assert [h.object.id for h in quay.hits] == ["N00005"]
+    # A typo of a word only a tag has is corrected from the tags.
+    typo = await tagged.search(search_pb2.SearchRequest(query="fsih", signal_weights=tags_only))
+    assert [h.object.id for h in typo.hits] == ["N00004"]
+    assert any("'fsih': also searched for 'fish'" in n for n in typo.notices)
+    # In the default fusion the tags signal counts next to the others.
+    fused = await tagged.search(search_pb2.SearchRequest(query="flower"))
+    assert fused.hits[0].object.id == "N00001"
+    assert search_pb2.SIGNAL_TAGS in _signals(fused.hits[0])
+    off = await tagged.search(search_pb2.SearchRequest(query="fish", signal_weights={"tags": 0}))
+    assert all(search_pb2.SIGNAL_TAGS not in _signals(h) for h in off.hits)
+
+
+async def test_objects_stored_while_the_tagger_is_down_are_tagged_on_the_next_ingest(tagged: SearchService) -> None:
+    tagger: FakeTagger = tagged.tagger  # type: ignore[assignment]
+    tagger.down = True
+    first = await tagged.upsert(_with_subjects())
+    assert first.upserted == len(OBJECTS)  # the write does not wait for the tagger
+    assert not (await tagged.get_object("N00004")).machine_tags
+    tagger.down = False
+    again = await tagged.upsert(_with_subjects())
+    assert again.upserted == len(OBJECTS) and again.unchanged == 0
+    assert [t.label for t in (await tagged.get_object("N00004")).machine_tags] == ["sea", "fish"]
+    third = await tagged.upsert(_with_subjects())
+    assert third.unchanged == len(OBJECTS)
+    assert tagger.calls == 2  # unchanged objects are not tagged again

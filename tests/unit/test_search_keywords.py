@@ -139,3 +139,16 @@ def test_corrections_replace_whole_words_keeping_capitals() -> None:
 def test_idf_matches_qdrants_formula() -> None:
     assert kw.idf(2, 1) == pytest.approx(math.log(2))
     assert kw.idf(100, 1) > kw.idf(100, 50) > 0
+
+
+def test_tag_vector_weights_curators_tags_1_and_machine_tags_their_score() -> None:
+    vector = kw.tag_vector(["Boats"], [("boat, sailing", 0.4), ("sea", 0.7), ("seas", 0.2)])
+    assert vector is not None
+    weights = vector.as_dict()
+    assert weights[kw.term_id("boat")] == 1.0  # the curators' tag beats the machine's 0.4
+    assert weights[kw.term_id("sail")] == pytest.approx(0.4)
+    assert weights[kw.term_id("sea")] == pytest.approx(0.7)  # a term in two tags keeps the best
+    # Whole-word spellings are there for spelling correction (queries never carry them).
+    assert weights[kw.spelling_id("sailing")] == pytest.approx(0.4)
+    assert kw.tag_vector([], []) is None
+    assert kw.tag_vector([], [("sea", 0.0)]) is None

@@ -5,6 +5,8 @@ Vectors are synthetic: three well-separated clusters, so the expected neighbours
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import subprocess
 import sys
@@ -418,3 +420,103 @@ def test_a_collection_without_sparse_vectors_asks_for_a_reingest(tmp_path: Path)
         with pytest.raises(OutdatedCollection):
             store.stored_dimensions()
         store.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# HNSW builds on a copy, swapped in (embedded store only)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_an_index_built_on_a_copy_is_swapped_in_with_the_writes_made_meanwhile(tmp_path: Path) -> None:
+    """(The engine indexes segments of some megabytes only, so these few points stay unindexed:
+    `make bench` checks the HNSW at 100k; here the copy, the replay and the swap are checked.)"""
+    from vitrine.search.indexing import build_copy
+
+    store = EmbeddedStore(tmp_path, "objects")
+    store.ensure_collection(DIMS)
+    points = make_points()
+    store.upsert(points[:30])
+    copy, copied = store.copy_for_index_build()
+    assert copy == tmp_path / "objects.build" and copied == 30
+    # Writes while the copy is indexed: they must survive the swap.
+    store.upsert(points[30:])
+    store.delete(["T00000"])
+    changed = StoredPoint("T00001", points[1].vectors, {**points[1].payload, "title": "Renamed"})
+    store.upsert([changed])
+    build_copy(str(tmp_path), copy.name)  # what the child process runs
+    assert store.swap_in() == 3
+    assert store.count() == len(points) - 1
+    assert "T00000" not in store.get(["T00000"])
+    assert store.get(["T00001"])["T00001"].payload["title"] == "Renamed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["objects"]  # no copy or old folder left
+    assert store.query("text", TEXT_CENTRES[2], limit=3)[0].payload["artist"] == ARTISTS[2]
+    store.close()
+    reopened = EmbeddedStore(tmp_path, "objects")
+    reopened.ensure_collection(DIMS)
+    assert reopened.count() == len(points) - 1
+    reopened.close()
+
+
+@pytest.mark.parametrize("finished", [False, True])
+def test_a_swap_cut_short_by_a_crash_is_undone_or_finished_on_open(tmp_path: Path, finished: bool) -> None:
+    """A crash after the old folder was moved aside: without the 'swapped' mark the new folder may
+    lack replayed writes, so the old one comes back; with it the old one is dropped."""
+    store = EmbeddedStore(tmp_path, "objects")
+    store.ensure_collection(DIMS)
+    store.upsert(make_points()[:5])
+    store.close()
+    (tmp_path / "objects").rename(tmp_path / "objects.old")
+    (tmp_path / "objects").mkdir()  # stands for the copy, swapped in but not replayed
+    (tmp_path / "objects.build").mkdir()  # an abandoned build
+    if finished:
+        (tmp_path / "objects.swapped").touch()
+        # A finished swap's folder is a whole store: make it one.
+        (tmp_path / "objects").rmdir()
+        EmbeddedStore(tmp_path, "done").ensure_collection(DIMS)
+        (tmp_path / "done").rename(tmp_path / "objects")
+    recovered = EmbeddedStore(tmp_path, "objects")
+    recovered.ensure_collection(DIMS)
+    assert recovered.count() == (0 if finished else 5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["objects"]
+    recovered.close()
+
+
+async def test_the_service_builds_the_index_in_a_child_process_and_keeps_answering(tmp_path: Path) -> None:
+    from vitrine.search.indexing import IndexBuilder
+
+    store = AsyncStore(EmbeddedStore(tmp_path, "objects"))
+    await store.ensure_collection(DIMS)
+    await store.upsert(make_points())
+    builder = IndexBuilder(store, min_new_objects=10, idle_s=0.0)
+    assert await builder.due()
+    task = asyncio.create_task(builder.build())
+    answered = 0
+    while not task.done():  # queries keep being answered while the child builds
+        assert len(await store.query("text", TEXT_CENTRES[0], limit=3)) == 3
+        answered += 1
+        await asyncio.sleep(0.01)
+    assert await task and answered > 0
+    assert not await builder.due()  # nothing new since the build
+    assert json.loads((tmp_path / "objects.index.json").read_text())["objects"] == len(make_points())
+    await builder.close()
+    await store.close()
+
+
+def test_make_run_sets_an_outdated_demo_store_aside(tmp_path: Path) -> None:
+    import qdrant_edge as qe
+
+    from vitrine.cli import set_aside_outdated_store
+
+    data_dir = tmp_path / "search"
+    sparse = {n: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for n in ("keywords", "ngrams")}  # no tags
+    vectors = {n: qe.EdgeVectorParams(size=s, distance=qe.Distance.Cosine) for n, s in DIMS.items()}
+    qe.EdgeShard.create(
+        str(data_dir / "vitrine"), qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse, wal_enabled=True)
+    ).close()
+    aside = set_aside_outdated_store(data_dir, "vitrine")
+    assert aside is not None and (aside / "vitrine" / "edge_config.json").exists() and not data_dir.exists()
+    current = EmbeddedStore(data_dir, "vitrine")
+    current.ensure_collection(DIMS)
+    current.close()
+    assert set_aside_outdated_store(data_dir, "vitrine") is None  # a current store stays
+    assert set_aside_outdated_store(tmp_path / "none", "vitrine") is None
