@@ -1,8 +1,9 @@
 """Prometheus metrics every service exports, and the interceptor that records them.
 
 The interceptor also maps `ServiceError` to gRPC statuses, turns unexpected exceptions into
-INTERNAL (logged with the traceback, never leaked to the client) and refuses calls whose deadline
-has already passed.
+INTERNAL (logged with the traceback, never leaked to the client), refuses calls whose deadline
+has already passed, and answers request bytes that are not a valid message with INVALID_ARGUMENT
+(grpcio's own answer would be UNKNOWN).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Gauge, Histogram
 
-from vitrine.common.errors import ServiceError
+from vitrine.common.errors import ServiceError, invalid_argument
 
 log = logging.getLogger("vitrine.rpc")
 
@@ -96,13 +98,47 @@ class _Call:
         )
 
 
+class Malformed:
+    """What the deserializer gives for bytes that do not parse: the handler refuses it."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _safe(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return Malformed(str(exc))
+
+    return parse
+
+
+def _checked(request_or_iterator: Any) -> Any:
+    """The request, or for a stream an iterator that refuses a malformed message when it comes."""
+    if isinstance(request_or_iterator, Malformed):
+        raise invalid_argument(f"the request is not a valid message of this method: {request_or_iterator.error}")
+    if not hasattr(request_or_iterator, "__aiter__"):
+        return request_or_iterator
+
+    async def messages() -> AsyncIterator[Any]:
+        async for message in request_or_iterator:
+            yield _checked(message)
+
+    return messages()
+
+
 def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
         call = _Call(method, context)
         cancelled = False
         try:
             await call.check_deadline()
-            return await behavior(request_or_iterator, context)
+            return await behavior(_checked(request_or_iterator), context)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 await call.fail(exc)
@@ -122,7 +158,7 @@ def _wrap_stream_response(
         cancelled = False
         try:
             await call.check_deadline()
-            async for response in behavior(request_or_iterator, context):
+            async for response in behavior(_checked(request_or_iterator), context):
                 yield response
         except BaseException as exc:
             if isinstance(exc, Exception):
@@ -146,7 +182,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _safe(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sized
 
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+
 from vitrine.common.errors import invalid_argument
 
 
@@ -32,4 +34,13 @@ def bounded_int(value: int, field: str, default: int, max_value: int, min_value:
         return default
     if value < min_value or value > max_value:
         raise invalid_argument(f"{field} is {value}: it must be between {min_value} and {max_value}")
+    return value
+
+
+def known_enum(value: int, enum: EnumTypeWrapper, field: str) -> int:
+    """An enum value this build knows (proto3 keeps unknown numbers as plain integers, which
+    would otherwise fall through to a default silently)."""
+    if value not in enum.values():
+        names = ", ".join(v.name for v in enum.DESCRIPTOR.values if not v.name.endswith("_UNSPECIFIED"))
+        raise invalid_argument(f"{field} {value} is not a known value: give one of {names}")
     return value

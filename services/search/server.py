@@ -28,7 +28,7 @@ from vitrine.common.errors import (
 )
 from vitrine.common.server import run_server
 from vitrine.common.settings import load_settings
-from vitrine.common.validation import bounded_int, require_count, require_text
+from vitrine.common.validation import bounded_int, known_enum, require_count, require_text
 from vitrine.search import keywords
 from vitrine.search.fusion import FusedHit, check_weights, fuse
 from vitrine.search.indexing import IndexBuilder
@@ -629,6 +629,7 @@ class SearchService:
         self.check_ready()
         museum_id = require_text(request.id, "id", MAX_ID_CHARS)
         k = bounded_int(request.k, "k", self.settings.default_page_size, self.settings.max_page_size)
+        known_enum(request.space, search_pb2.VectorSpace, "space")
         conditions = to_conditions(request.filter)
         vectors = (await self.store.get_vectors([museum_id])).get(museum_id)
         if vectors is None:
@@ -648,6 +649,8 @@ class SearchService:
     async def recommend(self, request: search_pb2.RecommendRequest) -> search_pb2.RecommendResponse:
         self.check_ready()
         k = bounded_int(request.k, "k", self.settings.default_page_size, self.settings.max_page_size)
+        known_enum(request.strategy, search_pb2.RecommendStrategy, "strategy")
+        known_enum(request.space, search_pb2.VectorSpace, "space")
         liked = checked_ids(request.liked_ids, "liked_ids", MAX_EXAMPLE_IDS, required=True)
         disliked = checked_ids(request.disliked_ids, "disliked_ids", MAX_EXAMPLE_IDS)
         seen = checked_ids(request.seen_ids, "seen_ids", MAX_SEEN_IDS)
