@@ -20,6 +20,21 @@ from vitrine.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 log = logging.getLogger("vitrine.embedder_client")
 
+
+def service_channel(address: str, max_bytes: int) -> grpc.aio.Channel:
+    """A client channel from one Vitrine service to another: message limits on both directions,
+    and with a dns:/// address of a headless Service, calls spread over every replica instead of
+    one connection pinned to one pod. Make it inside the event loop that will use it."""
+    return grpc.aio.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", max_bytes),
+            ("grpc.max_send_message_length", max_bytes),
+            ("grpc.lb_policy_name", "round_robin"),
+        ],
+    )
+
+
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
@@ -43,16 +58,7 @@ class EmbedderClient:
         # Created on first use, not in __init__: a grpc.aio channel belongs to the event loop
         # that is running when it is made, and clients are often built before asyncio.run().
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(
-                self.address,
-                options=[
-                    ("grpc.max_receive_message_length", self.max_bytes),
-                    ("grpc.max_send_message_length", self.max_bytes),
-                    # With a dns:/// address of a headless Service, spread calls over every
-                    # embedder replica instead of pinning one connection to one pod.
-                    ("grpc.lb_policy_name", "round_robin"),
-                ],
-            )
+            self._channel = service_channel(self.address, self.max_bytes)
             self._stub = embedder_pb2_grpc.EmbedderServiceStub(self._channel)
             self._health = health_pb2_grpc.HealthStub(self._channel)
         return self._channel

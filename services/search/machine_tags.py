@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import grpc
 from prometheus_client import Counter
 
+from vitrine.common.embedder_client import service_channel
 from vitrine.v1 import common_pb2, tagger_pb2, tagger_pb2_grpc
 
 log = logging.getLogger("vitrine.search.machine_tags")
@@ -59,14 +60,7 @@ class MachineTagger:
     def _open(self) -> tagger_pb2_grpc.TaggerServiceStub:
         # Created on first use: a grpc.aio channel belongs to the event loop that makes it.
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(
-                self.address,
-                options=[
-                    ("grpc.max_receive_message_length", self.max_bytes),
-                    ("grpc.max_send_message_length", self.max_bytes),
-                    ("grpc.lb_policy_name", "round_robin"),
-                ],
-            )
+            self._channel = service_channel(self.address, self.max_bytes)
             self._stub = tagger_pb2_grpc.TaggerServiceStub(self._channel)
         return self._stub
 
