@@ -39,7 +39,3 @@ def unavailable(message: str) -> ServiceError:
 
 def resource_exhausted(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
-
-
-def unimplemented(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.UNIMPLEMENTED, message)

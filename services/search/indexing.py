@@ -53,7 +53,6 @@ class IndexBuilder:
         self.check_every_s = check_every_s
         self.state_file = self.embedded.sibling("index.json")
         self.last_write = time.monotonic()
-        self.child: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
 
     def _indexed_objects(self) -> int:
@@ -93,8 +92,9 @@ class IndexBuilder:
         started = time.monotonic()
         copy, objects = await self.store.call(self.embedded.copy_for_index_build)
         log.info("index build started", extra={"objects": objects, "copy": str(copy)})
+        child: asyncio.subprocess.Process | None = None
         try:
-            self.child = await asyncio.create_subprocess_exec(
+            child = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "vitrine.search.indexing",
@@ -103,14 +103,15 @@ class IndexBuilder:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
             )
-            _, errors = await self.child.communicate()
-            code = self.child.returncode
-        except BaseException:
-            await self._stop_child()
+            _, errors = await child.communicate()
+            code = child.returncode
+        except BaseException:  # cancelled (shutdown) or failed: no child, no copy left behind
+            if child is not None and child.returncode is None:
+                child.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    await child.wait()
             await self.store.call(self.embedded.abandon_index_build)
             raise
-        finally:
-            self.child = None
         if code != 0:
             await self.store.call(self.embedded.abandon_index_build)
             tail = errors.decode(errors="replace").strip().splitlines()[-3:]
@@ -128,12 +129,6 @@ class IndexBuilder:
             extra={"objects": objects, "writes_replayed": replayed, "seconds": round(seconds, 1)},
         )
         return True
-
-    async def _stop_child(self) -> None:
-        if self.child is not None and self.child.returncode is None:
-            self.child.kill()
-            with contextlib.suppress(ProcessLookupError):
-                await self.child.wait()
 
     async def close(self) -> None:
         """Stop watching; a build under way is abandoned (the child killed, its copy removed)."""

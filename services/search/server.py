@@ -465,7 +465,7 @@ class SearchService:
                 hits = await self.store.sparse_query(name, probe, limit=CORRECTION_SAMPLE, ids_only=True)
                 if not hits:
                     continue
-                points = await self.store.get([h.id for h in hits], payload_fields=[], with_sparse=True)
+                points = await self.store.get([h.id for h in hits], payload_fields=[], with_sparse=[name])
                 counts.update(
                     i for p in points.values() if name in p.vectors for i in p.vectors[name].indices if i in found
                 )
@@ -505,7 +505,7 @@ class SearchService:
         wanted = {keywords.term_id(t) for t in keywords.query_terms(corrected)}
         if len(wanted) < 3 or not found:
             return found  # one matched word of two is half
-        points = await self.store.get([h.id for h in found], payload_fields=[], with_sparse=True)
+        points = await self.store.get([h.id for h in found], payload_fields=[], with_sparse=[keywords.TAGS])
         need = (len(wanted) + 1) // 2
         return [
             h

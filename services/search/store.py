@@ -217,21 +217,20 @@ class VectorStore(ABC):
         ids: Sequence[str],
         with_vectors: bool = False,
         payload_fields: Sequence[str] | None = None,
-        with_sparse: bool = False,
+        with_sparse: bool | Sequence[str] = False,
     ) -> dict[str, StoredPoint]:
         """The stored points of these museum ids (unknown ids are absent from the answer).
-        `with_vectors` gives the dense vectors, `with_sparse` the sparse ones too;
-        `payload_fields` limits the payload to those keys (None: all of it)."""
-        self.dimensions()
+        `with_vectors` gives the dense vectors, `with_sparse` the sparse ones too (all of them,
+        or only those named); `payload_fields` limits the payload to those keys (None: all of it).
+        Only the vectors asked for are read from the engine."""
+        dims = self.dimensions()
         if not ids:
             return {}
-        found = self._get(list(dict.fromkeys(ids)), with_vectors or with_sparse, payload_fields)
+        sparse = SPARSE_VECTOR_NAMES if with_sparse is True else (with_sparse or ())
+        wanted = [*(dims if with_vectors else ()), *sparse]
+        found = self._get(list(dict.fromkeys(ids)), wanted, payload_fields)
         for point in found.values():
-            point.vectors = {
-                name: vector
-                for name, vector in point.vectors.items()
-                if (with_sparse if name in SPARSE_VECTOR_NAMES else with_vectors)
-            }
+            point.vectors = {name: vector for name, vector in point.vectors.items() if name in wanted}
         return found
 
     def get_vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
@@ -321,8 +320,9 @@ class VectorStore(ABC):
 
     @abstractmethod
     def _get(
-        self, ids: list[str], with_vectors: bool, payload_fields: Sequence[str] | None
-    ) -> dict[str, StoredPoint]: ...
+        self, ids: list[str], vector_names: Sequence[str], payload_fields: Sequence[str] | None
+    ) -> dict[str, StoredPoint]:
+        """Points with the named vectors (none when empty) and payload."""
 
     @abstractmethod
     def _delete(self, ids: list[str]) -> None: ...
@@ -557,12 +557,14 @@ class EmbeddedStore(VectorStore):
         ]
         self._update(qe.UpdateOperation.upsert_points(batch))
 
-    def _get(self, ids: list[str], with_vectors: bool, payload_fields: Sequence[str] | None) -> dict[str, StoredPoint]:
+    def _get(
+        self, ids: list[str], vector_names: Sequence[str], payload_fields: Sequence[str] | None
+    ) -> dict[str, StoredPoint]:
         qe = self._qe
         fields = None if payload_fields is None else [ID_FIELD, *payload_fields]
         with_payload = True if fields is None else qe.PayloadSelector.Include(fields)
-        records = self._shard.retrieve([point_id(i) for i in ids], with_payload, with_vectors)
-        return _points(records, with_vectors, payload_fields)
+        records = self._shard.retrieve([point_id(i) for i in ids], with_payload, list(vector_names) or False)
+        return _points(records, bool(vector_names), payload_fields)
 
     def _delete(self, ids: list[str]) -> None:
         self._update(self._qe.UpdateOperation.delete_points([point_id(i) for i in ids]))
@@ -809,12 +811,17 @@ class ServerStore(VectorStore):
         ]
         self._client.upsert(self.collection, points=structs, wait=True)
 
-    def _get(self, ids: list[str], with_vectors: bool, payload_fields: Sequence[str] | None) -> dict[str, StoredPoint]:
+    def _get(
+        self, ids: list[str], vector_names: Sequence[str], payload_fields: Sequence[str] | None
+    ) -> dict[str, StoredPoint]:
         fields: bool | list[str] = True if payload_fields is None else [ID_FIELD, *payload_fields]
         records = self._client.retrieve(
-            self.collection, [str(point_id(i)) for i in ids], with_payload=fields, with_vectors=with_vectors
+            self.collection,
+            [str(point_id(i)) for i in ids],
+            with_payload=fields,
+            with_vectors=list(vector_names) or False,
         )
-        return _points(records, with_vectors, payload_fields)
+        return _points(records, bool(vector_names), payload_fields)
 
     def _delete(self, ids: list[str]) -> None:
         m = self._models
@@ -931,7 +938,7 @@ class AsyncStore:
         ids: Sequence[str],
         with_vectors: bool = False,
         payload_fields: Sequence[str] | None = None,
-        with_sparse: bool = False,
+        with_sparse: bool | Sequence[str] = False,
     ) -> dict[str, StoredPoint]:
         return await self._run(self.store.get, ids, with_vectors, payload_fields, with_sparse)
 

@@ -161,8 +161,7 @@ class Tagger:
         """Load another version while the current one keeps answering, then switch (each call
         uses the version it started with, and says which). A version that scores below the
         current one on the dev split, or has no recorded evaluation, needs `force`."""
-        if self.vocabulary is None:
-            raise unavailable("the tagger is still starting; retry in a few seconds")
+        vocabulary = self.started()
         model_dir = Path(self.settings.model_dir)
         async with self.reload_lock:
             path = model_dir / version if version else newest_version(model_dir)
@@ -170,7 +169,7 @@ class Tagger:
                 known = sorted(p.parent.name for p in model_dir.glob("*/meta.json"))
                 raise not_found(f"no trained version {version!r} in {model_dir}; there are {known}")
             try:
-                candidate = await asyncio.to_thread(TaggerModel.load, path, self.vocabulary)
+                candidate = await asyncio.to_thread(TaggerModel.load, path, vocabulary)
             except (OSError, ValueError) as exc:
                 raise failed_precondition(f"version {path.name!r} cannot be loaded: {exc}") from exc
             current = self.model
@@ -192,10 +191,16 @@ class Tagger:
         if self.feedback:
             self.feedback.close()
 
+    def started(self) -> Vocabulary:
+        """The vocabulary once start-up has loaded it and opened the feedback store; before,
+        every call is answered UNAVAILABLE."""
+        if self.vocabulary is None or self.feedback is None:
+            raise unavailable("the tagger is still starting; retry in a few seconds")
+        return self.vocabulary
+
     def check_request(self, request: tagger_pb2.SuggestTagsRequest) -> int:
         """Validate; answer k."""
-        if self.vocabulary is None:
-            raise unavailable("the tagger is still starting; retry in a few seconds")
+        self.started()
         if not request.object.id.strip():
             raise invalid_argument("object.id is empty: give the object's identifier")
         text = object_text(request.object)
@@ -284,9 +289,8 @@ class Tagger:
         self, requests: Sequence[tagger_pb2.SubmitFeedbackRequest], numbered: bool = False
     ) -> list[bool]:
         """Validate every item, then store them all or none; whether each one is new."""
-        if self.vocabulary is None or self.feedback is None:
-            raise unavailable("the tagger is still starting; retry in a few seconds")
-        vocabulary = self.vocabulary
+        vocabulary = self.started()
+        assert self.feedback is not None  # started() checked it
         items = [parse(r, vocabulary, f"feedback #{i}: " if numbered else "") for i, r in enumerate(requests)]
         version = self.model.version if self.model else ""
         created = await asyncio.to_thread(self.feedback.record, items, version)
