@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -227,13 +228,13 @@ def make_corpus(n: int, mixture: _Mixture, seed: int, artists: int = 2000) -> Co
     active = rng.choice(np.arange(1450, 2000), artists)
     year = np.clip(active[artist] + rng.normal(0, 12, n).astype(int), 1200, 2024)
     has_image = rng.random(n) < 0.7
-    vocabulary = [f"subject-{t}" for t in range(800)]
+    vocabulary = subject_vocabulary(800)
     pools = [rng.choice(800, 12, replace=False) for _ in range(clusters_n)]
     subjects = [
         [vocabulary[t] for t in rng.choice(pools[c], rng.integers(1, 6), replace=False)] for c in clusters.tolist()
     ]
     media = [MEDIUMS[CLASSIFICATIONS[c]][i % len(MEDIUMS[CLASSIFICATIONS[c]])] for i, c in enumerate(classification)]
-    titles = [f"{s[0].replace('-', ' ').title()} with figures, study no. {i}" for i, s in enumerate(subjects)]
+    titles = [f"{s[0].title()} with figures, study no. {i}" for i, s in enumerate(subjects)]
     return Corpus(
         vectors=mixture.sample(clusters, rng),
         clusters=clusters,
@@ -249,6 +250,22 @@ def make_corpus(n: int, mixture: _Mixture, seed: int, artists: int = 2000) -> Co
     )
 
 
+def subject_vocabulary(count: int) -> list[str]:
+    """The `count` subject terms Tate's curators use most ("man", "tree", "sea", "woman, old"):
+    real words, so that keyword and tag queries meet posting lists of realistic length. Without
+    the Tate data, invented words of the same shape."""
+    import gzip
+
+    if not TATE.is_file():
+        syllables = ["ba", "lo", "mi", "ten", "ru", "sa", "kor", "vi", "de", "pla", "nu", "gre"]
+        return [syllables[t % 12] + syllables[t // 12 % 12] + syllables[t // 144 % 12] for t in range(count)]
+    uses: Counter[str] = Counter()
+    with gzip.open(TATE, "rt") as lines:
+        for line in lines:
+            uses.update(json.loads(line).get("subjects") or ())
+    return [term for term, _ in uses.most_common(count)]
+
+
 def object_sparse_vectors(corpus: Corpus, i: int) -> dict[str, Any]:
     """The sparse vectors the search service gives an object (keywords.py on its catalogue fields,
     its subjects as tags), so that keyword and tag queries match as they do on real data."""
@@ -262,9 +279,9 @@ def object_sparse_vectors(corpus: Corpus, i: int) -> dict[str, Any]:
 
 
 def query_texts(corpus: Corpus, clusters: np.ndarray, rng: np.random.Generator) -> list[str]:
-    """A text for each query vector: two subjects of its cluster ("subject 12 subject 407"), as
-    people type a subject or two."""
-    return [" ".join(rng.choice(corpus.subject_pools[c], 2, replace=False)).replace("-", " ") for c in clusters]
+    """A text for each query vector: two subjects of its cluster ("landscape tree"), as people
+    type a subject or two."""
+    return [" ".join(rng.choice(corpus.subject_pools[c], 2, replace=False)).replace(",", "") for c in clusters]
 
 
 def sparse_queries(texts: Sequence[str]) -> dict[str, list[Any]]:

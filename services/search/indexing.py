@@ -38,6 +38,8 @@ UNINDEXED = Gauge(
     "vitrine_search_objects_since_index_build", "Objects added to the embedded store since its last HNSW build."
 )
 BUILD_SECONDS = Gauge("vitrine_search_index_build_seconds", "Duration of the last HNSW build (copy, build, swap).")
+for _result in ("built", "failed"):
+    BUILDS.labels(_result)  # exported at 0 from the start, so dashboards and alerts see the series
 
 
 class IndexBuilder:

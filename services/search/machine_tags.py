@@ -9,12 +9,15 @@ subjects. The Search RPC then has a fourth signal, SIGNAL_TAGS.
 
 The tagger is optional (VITRINE_SEARCH_TAGGER_ADDRESS empty: no machine tags). When it is set
 but does not answer, objects are stored without machine tags and marked partial, so the next
-ingest of the same objects tags them; the write itself never fails for want of a tagger.
+ingest of the same objects tags them; the write itself never fails for want of a tagger. Each
+object keeps the tagger version that tagged it: once the tagger serves another model version, the
+next ingest re-tags the objects (unchanged otherwise), so search follows the model curators see.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +35,8 @@ TAGGED = Counter(
     "object, e.g. no text), unavailable (stored without machine tags, tagged on the next ingest).",
     ["result"],
 )
+for _result in ("tagged", "rejected", "unavailable"):
+    TAGGED.labels(_result)  # exported at 0 from the start, so dashboards see every series
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,11 @@ class MachineTags:
 
     tags: tuple[tuple[str, float], ...]
     version: str
+
+
+# How long the tagger's model version is trusted before it is asked again (a reload takes effect
+# for ingests after that).
+VERSION_TTL_S = 30.0
 
 
 class MachineTagger:
@@ -56,6 +66,8 @@ class MachineTagger:
         self.max_bytes = max_message_mb * 1024 * 1024
         self._channel: grpc.aio.Channel | None = None
         self._stub: tagger_pb2_grpc.TaggerServiceStub | None = None
+        self._version = ""
+        self._version_checked = -VERSION_TTL_S
 
     def _open(self) -> tagger_pb2_grpc.TaggerServiceStub:
         # Created on first use: a grpc.aio channel belongs to the event loop that makes it.
@@ -68,6 +80,21 @@ class MachineTagger:
         if self._channel is not None:
             await self._channel.close()
         self._channel, self._stub = None, None
+
+    async def version(self) -> str:
+        """The tagger's current model version ("" when the tagger does not answer or has no
+        model), asked at most every VERSION_TTL_S seconds."""
+        now = time.monotonic()
+        if now - self._version_checked < VERSION_TTL_S:
+            return self._version
+        try:
+            info = await self._open().GetTaggerInfo(tagger_pb2.GetTaggerInfoRequest(), timeout=5.0)
+            self._version = info.model_version
+        except grpc.aio.AioRpcError as exc:
+            log.warning("tagger version unknown", extra={"address": self.address, "code": exc.code().name})
+            self._version = ""
+        self._version_checked = now
+        return self._version
 
     def _request(self, obj: common_pb2.CollectionObject) -> tagger_pb2.SuggestTagsRequest:
         return tagger_pb2.SuggestTagsRequest(object=obj, k=self.top_k, threshold=self.min_score, omit_explanations=True)

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import sys
 from collections import Counter as Tally
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -63,6 +63,8 @@ DEGRADED = Counter(
     "matches only).",
     ["reason"],
 )
+for _reason in ("embedder_unavailable", "embedder_error"):
+    DEGRADED.labels(_reason)  # exported at 0 from the start: an alert or panel sees a flat line, not no data
 
 
 def count_answer(method: str, hits: Sequence[object]) -> None:
@@ -90,6 +92,8 @@ SIGNALS = {
 FUZZY_SHARE = 0.5
 # Objects whose vectors are read to choose a spelling correction (enough to count its uses).
 CORRECTION_SAMPLE = 200
+# Keyword hits checked for a museum id typed in the query (its rare exact term ranks it near the top).
+ACCESSION_CANDIDATES = 20
 
 MAX_ID_CHARS = 512
 MAX_DELETE_IDS = 1000
@@ -295,8 +299,16 @@ class SearchService:
         # changes, stored objects are re-indexed.
         indexing = [*self.models, keywords.VERSION, "machine-tags" if self.tagger else ""]
         hashes = {obj.id: content_hash(obj, indexing) for obj in objects}
-        stored = await self.store.get(list(hashes), payload_fields=["content_hash"])
-        changed = [o for o in objects if o.id not in stored or stored[o.id].payload.get("content_hash") != hashes[o.id]]
+        stored = await self.store.get(list(hashes), payload_fields=["content_hash", "machine_tags_version"])
+        # Objects tagged by another model version than the tagger's now are tagged again.
+        tagger_version = await self.tagger.version() if self.tagger else ""
+        changed = [
+            o
+            for o in objects
+            if o.id not in stored
+            or stored[o.id].payload.get("content_hash") != hashes[o.id]
+            or (tagger_version and stored[o.id].payload.get("machine_tags_version") != tagger_version)
+        ]
         answer.unchanged = len(objects) - len(changed)
 
         max_image_bytes = int(self.settings.max_image_mb * 1024 * 1024)
@@ -345,7 +357,10 @@ class SearchService:
             tags = (machine_tags or {}).get(o.id)
             if tags is not None:
                 payload["machine_tags"] = [[label, round(score, 4)] for label, score in tags.tags]
-                payload["machine_tags_version"] = tags.version
+            if machine_tags is not None:
+                # Also on objects the tagger rejected (no text to tag): they are not asked again
+                # until the version changes.
+                payload["machine_tags_version"] = tags.version if tags else tagger_version
             tag_vector = keywords.tag_vector(o.subjects, tags.tags if tags else ())
             if tag_vector is not None:
                 sparse[keywords.TAGS] = tag_vector
@@ -446,26 +461,30 @@ class SearchService:
             raise invalid_argument("signal_weights: every signal has weight 0; give at least one a positive weight")
         return weights
 
-    async def _correct(self, query: str) -> dict[str, str]:
+    # The lexical work of a Search runs on the store's thread in one hop each (spelling, then the
+    # keyword and tags signals): each hop to that thread costs a thread switch and a wait for the
+    # GIL, more than a keys-only sparse query itself (0.1-0.5 ms at 100k objects).
+
+    def _corrections(self, query: str) -> dict[str, str]:
         """Spelling corrections for the query's words that no stored object has: the spelling
         one edit away that most objects have ({} when every word is known or nothing is near).
-        Uses the store only: the words of the collection are its keyword and tag vectors."""
+        Uses the store only: the words of the collection are its keyword and tag vectors.
+        Runs on the store's thread."""
+        store = self.store.store
         fixes: dict[str, str] = {}
         words = [w for w in dict.fromkeys(keywords.words(query)) if keywords.correctable(w)]
         for word in words:
             term = keywords.term_vector(keywords.stem(word))
-            if await self.store.sparse_query(keywords.KEYWORDS, term, limit=1, ids_only=True):
-                continue
-            if await self.store.sparse_query(keywords.TAGS, term, limit=1, ids_only=True):
+            if any(store.sparse_query(n, term, limit=1, keys_only=True) for n in (keywords.KEYWORDS, keywords.TAGS)):
                 continue
             found = keywords.candidates(word)
             probe = SparseVector.from_dict(dict.fromkeys(found, 1.0))
             counts: Tally[int] = Tally()
             for name in (keywords.NGRAMS, keywords.TAGS):
-                hits = await self.store.sparse_query(name, probe, limit=CORRECTION_SAMPLE, ids_only=True)
+                hits = store.sparse_query(name, probe, limit=CORRECTION_SAMPLE, keys_only=True)
                 if not hits:
                     continue
-                points = await self.store.get([h.id for h in hits], payload_fields=[], with_sparse=[name])
+                points = store.get_by_keys([h.id for h in hits], payload_fields=[], with_sparse=[name])
                 counts.update(
                     i for p in points.values() if name in p.vectors for i in p.vectors[name].indices if i in found
                 )
@@ -474,24 +493,32 @@ class SearchService:
                 fixes[word] = best
         return fixes
 
-    async def _keyword_matches(
+    def _lexical_matches(
+        self, query: keywords.KeywordQuery, corrected: str, depth: int, conditions: Conditions | None, tags: bool
+    ) -> tuple[list[ScoredObject], list[ScoredObject]]:
+        """The keyword signal's and (with `tags`) the tags signal's ranked lists, as point keys.
+        Runs on the store's thread."""
+        return self._keyword_matches(query, depth, conditions), (
+            self._tag_matches(query, corrected, depth, conditions) if tags else []
+        )
+
+    def _keyword_matches(
         self, query: keywords.KeywordQuery, depth: int, conditions: Conditions | None
     ) -> list[ScoredObject]:
-        """The keyword signal's ranked list: exact words and trigrams, fused by rank (ids only)."""
+        """The keyword signal's ranked list: exact words and trigrams, fused by rank."""
+        store = self.store.store
         exact = (
-            await self.store.sparse_query(keywords.KEYWORDS, query.keywords, depth, conditions, ids_only=True)
+            store.sparse_query(keywords.KEYWORDS, query.keywords, depth, conditions, keys_only=True)
             if query.keywords
             else []
         )
         fuzzy = (
-            await self.store.sparse_query(keywords.NGRAMS, query.ngrams, depth, conditions, ids_only=True)
-            if query.ngrams
-            else []
+            store.sparse_query(keywords.NGRAMS, query.ngrams, depth, conditions, keys_only=True) if query.ngrams else []
         )
         fused = fuse({"exact": exact, "fuzzy": fuzzy}, {"exact": 1.0, "fuzzy": FUZZY_SHARE}, self.settings.fusion_k)
         return [ScoredObject(h.id, h.score, h.payload) for h in fused[:depth]]
 
-    async def _tag_matches(
+    def _tag_matches(
         self, query: keywords.KeywordQuery, corrected: str, depth: int, conditions: Conditions | None
     ) -> list[ScoredObject]:
         """The tags signal's ranked list: the query's terms (both spellings when corrected)
@@ -501,11 +528,12 @@ class SearchService:
         what was asked for, and would otherwise outrank the objects that match the whole query."""
         if not query.keywords:
             return []
-        found = await self.store.sparse_query(keywords.TAGS, query.keywords, depth, conditions, ids_only=True)
+        store = self.store.store
+        found = store.sparse_query(keywords.TAGS, query.keywords, depth, conditions, keys_only=True)
         wanted = {keywords.term_id(t) for t in keywords.query_terms(corrected)}
         if len(wanted) < 3 or not found:
             return found  # one matched word of two is half
-        points = await self.store.get([h.id for h in found], payload_fields=[], with_sparse=[keywords.TAGS])
+        points = store.get_by_keys([h.id for h in found], payload_fields=[], with_sparse=[keywords.TAGS])
         need = (len(wanted) + 1) // 2
         return [
             h
@@ -513,6 +541,15 @@ class SearchService:
             if h.id in points
             and len(wanted.intersection(points[h.id].vectors.get(keywords.TAGS, SparseVector((), ())).indices)) >= need
         ]
+
+    async def _accession_matches(self, query: str, keyword_hits: Sequence[ScoredObject]) -> list[str]:
+        """The point keys of keyword hits whose museum id is a word of the query: an accession
+        number typed as the query puts that object first."""
+        wanted_ids = keywords.id_like(query)
+        if not wanted_ids or not keyword_hits:
+            return []
+        found = await self.store.get_by_keys([h.id for h in keyword_hits[:ACCESSION_CANDIDATES]], payload_fields=[])
+        return [key for key, point in found.items() if keywords.fold(point.id) in wanted_ids]
 
     async def _embed_query(self, model: str, text: str) -> np.ndarray:
         client = self._query_embedder
@@ -528,10 +565,10 @@ class SearchService:
             raise
 
     async def _dense_matches(
-        self, vector_name: str, model: str, text: str, depth: int, conditions: Conditions | None
+        self, vector_name: str, embedding: Awaitable[np.ndarray], depth: int, conditions: Conditions | None
     ) -> list[ScoredObject]:
-        vector = await self._embed_query(model, text)
-        return await self.store.query(vector_name, vector, limit=depth, conditions=conditions, ids_only=True)
+        vector = await embedding
+        return await self.store.query(vector_name, vector, limit=depth, conditions=conditions, keys_only=True)
 
     async def search(self, request: search_pb2.SearchRequest) -> search_pb2.SearchResponse:
         """Hybrid search: MPNet text-to-metadata, keywords (typo-tolerant), subject tags
@@ -549,25 +586,37 @@ class SearchService:
         notices: list[str] = []
         unavailable_signals: list[int] = []
 
-        fixes = await self._correct(query)
-        corrected = keywords.apply_corrections(query, fixes) if fixes else query
-        if fixes:
-            notices.append("no object has " + ", ".join(f"'{w}': also searched for '{c}'" for w, c in fixes.items()))
-
         dense: dict[str, tuple[str, str]] = {}  # signal -> (vector name, embedder model)
         if weights["text"] > 0:
             dense["text"] = ("text", self.text_model)
         if weights["image"] > 0 and self.text_to_image:
             dense["image"] = ("image", self.image_model)
-        keyword_query = keywords.query_vectors(query, corrected if fixes else None)
-        keyword_list, tag_list, *dense_lists = await asyncio.gather(
-            self._keyword_matches(keyword_query, depth, conditions),
-            self._tag_matches(keyword_query, corrected, depth, conditions)
-            if weights["tags"] > 0
-            else asyncio.sleep(0, []),
-            *(self._dense_matches(v, m, corrected, depth, conditions) for v, m in dense.values()),
-            return_exceptions=True,
-        )
+        # The query is embedded while the store checks its spelling; a corrected query (rare) is
+        # embedded again.
+        embeddings = {name: asyncio.ensure_future(self._embed_query(m, query)) for name, (_, m) in dense.items()}
+        try:
+            fixes = await self.store.call(self._corrections, query)
+            corrected = keywords.apply_corrections(query, fixes) if fixes else query
+            if fixes:
+                notices.append(
+                    "no object has " + ", ".join(f"'{w}': also searched for '{c}'" for w, c in fixes.items())
+                )
+                for name, (_, model) in dense.items():
+                    embeddings[name].cancel()
+                    embeddings[name] = asyncio.ensure_future(self._embed_query(model, corrected))
+            keyword_query = keywords.query_vectors(query, corrected if fixes else None)
+            tags = weights["tags"] > 0
+            lexical, *dense_lists = await asyncio.gather(
+                self.store.call(self._lexical_matches, keyword_query, corrected, depth, conditions, tags),
+                *(self._dense_matches(v, embeddings[n], depth, conditions) for n, (v, _) in dense.items()),
+                return_exceptions=True,
+            )
+        finally:
+            for embedding in embeddings.values():
+                embedding.cancel()  # no-op once done; stops work nobody waits for after an error
+        if isinstance(lexical, BaseException):
+            raise lexical
+        keyword_list, tag_list = lexical
         lists: dict[str, list[ScoredObject]] = {}
         failure: ServiceError | None = None
         for name, found in [("keyword", keyword_list), ("tags", tag_list), *zip(dense, dense_lists, strict=True)]:
@@ -596,14 +645,14 @@ class SearchService:
                 lists["keyword"] = keyword_list
                 weights = {**weights, "keyword": 1.0}
 
-        # An accession number in the query puts that object first (found by the keyword signal).
-        wanted_ids = keywords.id_like(query)
-        first = [i for i in {h.id for h in lists.get("keyword", [])} if keywords.fold(i) in wanted_ids]
+        first = await self._accession_matches(query, lists.get("keyword", []))
         fused = fuse(lists, weights, self.settings.fusion_k, first=first)
-        # Signals rank candidates by id; only the page's objects are read in full.
+        # Signals rank candidates by point key; only the page's objects are read.
         page = fused[offset : offset + size]
-        stored = await self.store.get([h.id for h in page])
-        page = [dataclasses.replace(h, payload=stored[h.id].payload) for h in page if h.id in stored]
+        stored = await self.store.get_by_keys([h.id for h in page])
+        page = [
+            dataclasses.replace(h, id=stored[h.id].id, payload=stored[h.id].payload) for h in page if h.id in stored
+        ]
         count_answer("Search", page)
         return search_pb2.SearchResponse(
             hits=[self._fused_hit(h) for h in page],

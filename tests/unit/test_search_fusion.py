@@ -281,12 +281,16 @@ class FakeTagger:
         self.tags = tags
         self.down = False
         self.calls = 0
+        self.model_version = "tagger-v1"
+
+    async def version(self) -> str:
+        return "" if self.down else self.model_version
 
     async def tag(self, objects: Sequence[common_pb2.CollectionObject]) -> dict[str, MachineTags] | None:
         self.calls += 1
         if self.down:
             return None
-        return {o.id: MachineTags(tuple(self.tags[o.id]), "tagger-v1") for o in objects if o.id in self.tags}
+        return {o.id: MachineTags(tuple(self.tags[o.id]), self.model_version) for o in objects if o.id in self.tags}
 
     async def close(self) -> None:
         pass
@@ -352,3 +356,26 @@ async def test_objects_stored_while_the_tagger_is_down_are_tagged_on_the_next_in
     third = await tagged.upsert(_with_subjects())
     assert third.unchanged == len(OBJECTS)
     assert tagger.calls == 2  # unchanged objects are not tagged again
+
+
+async def test_a_new_tagger_version_re_tags_objects_on_the_next_ingest(tagged: SearchService) -> None:
+    tagger: FakeTagger = tagged.tagger  # type: ignore[assignment]
+    await tagged.upsert(_with_subjects())
+    assert (await tagged.upsert(_with_subjects())).unchanged == len(OBJECTS)
+    # The tagger serves a new model that also sees a boat in the storm.
+    tagger.model_version = "tagger-v2"
+    tagger.tags["N00004"] = [("sea", 0.8), ("boat", 0.7)]
+    again = await tagged.upsert(_with_subjects())
+    assert again.upserted == len(OBJECTS) and again.unchanged == 0
+    stored = await tagged.get_object("N00004")
+    assert stored.machine_tags_version == "tagger-v2"
+    assert [t.label for t in stored.machine_tags] == ["sea", "boat"]
+    # Objects the tagger gave nothing are marked with the version too, so not asked again.
+    assert (await tagged.get_object("N00002")).machine_tags_version == "tagger-v2"
+    assert (await tagged.upsert(_with_subjects())).unchanged == len(OBJECTS)
+    boat = await tagged.search(search_pb2.SearchRequest(query="boat", signal_weights={"text": 0, "keyword": 0}))
+    assert [h.object.id for h in boat.hits] == ["N00004"]
+    # While the tagger is down its version is unknown: stored tags are kept, nothing re-tagged.
+    tagger.down = True
+    assert (await tagged.upsert(_with_subjects())).unchanged == len(OBJECTS)
+    assert [t.label for t in (await tagged.get_object("N00004")).machine_tags] == ["sea", "boat"]
