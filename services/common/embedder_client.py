@@ -16,23 +16,26 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vitrine.common.errors import ServiceError, unavailable
+from vitrine.common.security import channel_credentials
 from vitrine.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 log = logging.getLogger("vitrine.embedder_client")
 
 
-def service_channel(address: str, max_bytes: int) -> grpc.aio.Channel:
+def service_channel(address: str, max_bytes: int, tls_ca_file: str = "") -> grpc.aio.Channel:
     """A client channel from one Vitrine service to another: message limits on both directions,
     and with a dns:/// address of a headless Service, calls spread over every replica instead of
-    one connection pinned to one pod. Make it inside the event loop that will use it."""
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", max_bytes),
-            ("grpc.max_send_message_length", max_bytes),
-            ("grpc.lb_policy_name", "round_robin"),
-        ],
-    )
+    one connection pinned to one pod; TLS verified against `tls_ca_file` when given. Make it
+    inside the event loop that will use it."""
+    options = [
+        ("grpc.max_receive_message_length", max_bytes),
+        ("grpc.max_send_message_length", max_bytes),
+        ("grpc.lb_policy_name", "round_robin"),
+    ]
+    credentials = channel_credentials(tls_ca_file)
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, credentials, options=options)
 
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -46,8 +49,10 @@ class EmbedderClient:
         retries: int = 3,
         chunk_size: int = 64,
         max_message_mb: int = 32,
+        tls_ca_file: str = "",
     ) -> None:
         self.address = address
+        self.tls_ca_file = tls_ca_file
         self.timeout_s = timeout_s
         self.retries = retries
         self.chunk_size = chunk_size
@@ -58,7 +63,7 @@ class EmbedderClient:
         # Created on first use, not in __init__: a grpc.aio channel belongs to the event loop
         # that is running when it is made, and clients are often built before asyncio.run().
         if self._channel is None:
-            self._channel = service_channel(self.address, self.max_bytes)
+            self._channel = service_channel(self.address, self.max_bytes, self.tls_ca_file)
             self._stub = embedder_pb2_grpc.EmbedderServiceStub(self._channel)
             self._health = health_pb2_grpc.HealthStub(self._channel)
         return self._channel

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +23,7 @@ from prometheus_client import start_http_server
 
 from vitrine.common.logs import configure_logging
 from vitrine.common.metrics import READY, ObservabilityInterceptor
+from vitrine.common.security import TokenInterceptor, server_credentials
 from vitrine.common.settings import ServerSettings
 
 log = logging.getLogger("vitrine.server")
@@ -42,26 +43,51 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
     ]
 
 
+def make_server(settings: ServerSettings, write_methods: Sequence[str] = ()) -> grpc.aio.Server:
+    """The grpc.aio server with Vitrine's interceptors (observability outermost, so refused
+    calls are counted too; the write token when configured) and limits."""
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor()]
+    if settings.auth_token:
+        interceptors.append(TokenInterceptor(settings.auth_token, write_methods))
+    return grpc.aio.server(
+        interceptors=interceptors,
+        options=grpc_options(settings),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+
+
+def bind(server: grpc.aio.Server, settings: ServerSettings) -> int:
+    """Open the settings' port, with TLS when a certificate is configured; returns the port."""
+    address = f"{settings.host}:{settings.port}"
+    try:
+        credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"TLS: {exc}") from exc
+    port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
+    if port == 0:
+        raise SystemExit(f"cannot bind gRPC port {address}")
+    return port
+
+
 async def run_server(
     service: str,
     settings: ServerSettings,
     register: Register,
     startup: Hook | None = None,
     shutdown: Hook | None = None,
+    write_methods: Sequence[str] = (),
 ) -> None:
     """Serve until SIGTERM/SIGINT. `startup` runs after the port is open (health NOT_SERVING
-    meanwhile); a failing startup is logged and the process exits with status 1."""
+    meanwhile); a failing startup is logged and the process exits with status 1. With an
+    `auth_token` setting, the `write_methods` (full method names) need it."""
     configure_logging(service, settings.log_level, settings.log_format)
-    log.info("starting", extra={"settings": str(dataclasses.asdict(settings))})
+    shown = {k: ("***" if k == "auth_token" and v else v) for k, v in dataclasses.asdict(settings).items()}
+    log.info("starting", extra={"settings": str(shown)})
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host)
     READY.labels(service).set(0)
 
-    server = grpc.aio.server(
-        interceptors=[ObservabilityInterceptor()],
-        options=grpc_options(settings),
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-    )
+    server = make_server(settings, write_methods)
     names = register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -73,10 +99,17 @@ async def run_server(
 
     await set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
     address = f"{settings.host}:{settings.port}"
-    if server.add_insecure_port(address) == 0:
-        raise SystemExit(f"cannot bind gRPC port {address}")
+    bind(server, settings)
     await server.start()
-    log.info("listening", extra={"address": address, "metrics_port": settings.metrics_port})
+    log.info(
+        "listening",
+        extra={
+            "address": address,
+            "metrics_port": settings.metrics_port,
+            "tls": bool(settings.tls_cert_file),
+            "write_methods_need_token": bool(settings.auth_token),
+        },
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -36,6 +36,12 @@ class ServerSettings:
     max_message_mb: int = setting(32, "Largest gRPC message accepted or sent, in MiB.")
     max_concurrent_rpcs: int = setting(256, "RPCs served at once; more are refused with RESOURCE_EXHAUSTED.")
     grace_seconds: float = setting(10.0, "On SIGTERM, how long in-flight calls may take to finish.")
+    auth_token: str = setting(
+        "", "When set, write RPCs need the metadata 'authorization: Bearer <token>' (UNAUTHENTICATED otherwise)."
+    )
+    tls_cert_file: str = setting("", "PEM certificate: serve TLS instead of plaintext (with tls_key_file).")
+    tls_key_file: str = setting("", "PEM private key of tls_cert_file.")
+    tls_ca_file: str = setting("", "PEM CA bundle trusted when calling other Vitrine services over TLS.")
 
 
 def _field_type(cls: type, field: dataclasses.Field[Any]) -> type:

@@ -91,6 +91,8 @@ async def _ingest_file(
         progress=not args.quiet,
         wait_s=wait_s,
         description=path.name,
+        token=args.token,
+        tls_ca_file=args.tls_ca_file,
     )
 
 
@@ -127,13 +129,13 @@ async def cmd_load_demo(args: argparse.Namespace) -> int:
         summaries.append(await _ingest_file(args, paintings, None, None, rows=rows, wait_s=wait_s))
     for summary in summaries:
         _print_summary(summary)
-    info = await collection_info(args.address)
+    info = await collection_info(args.address, tls_ca_file=args.tls_ca_file)
     print(f"collection: {info.objects} objects, {info.objects_with_image} with an image")
     return 0
 
 
 async def cmd_info(args: argparse.Namespace) -> int:
-    info = await collection_info(args.address)
+    info = await collection_info(args.address, tls_ca_file=args.tls_ca_file)
     print(
         json.dumps(
             {
@@ -151,7 +153,7 @@ async def cmd_info(args: argparse.Namespace) -> int:
 
 
 async def cmd_search(args: argparse.Namespace) -> int:
-    async with open_channel(args.address) as channel:
+    async with open_channel(args.address, tls_ca_file=args.tls_ca_file) as channel:
         stub = search_pb2_grpc.SearchServiceStub(channel)
         answer = await stub.Search(
             search_pb2.SearchRequest(query=args.query, page=common_pb2.PageRequest(page_size=args.page_size)),
@@ -171,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--address",
         default=os.environ.get("VITRINE_SEARCH_ADDRESS", DEFAULT_ADDRESS),
         help="Search service address (env VITRINE_SEARCH_ADDRESS, default %(default)s).",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("VITRINE_AUTH_TOKEN", ""),
+        help="The service's write token, when it has one (env VITRINE_AUTH_TOKEN).",
+    )
+    parser.add_argument(
+        "--tls-ca-file",
+        default=os.environ.get("VITRINE_TLS_CA_FILE", ""),
+        help="CA bundle (PEM) of a service serving TLS (env VITRINE_TLS_CA_FILE); default plaintext.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tqdm import tqdm
 
+from vitrine.common.security import bearer, channel_credentials
 from vitrine.search.records import Loaded
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
 
@@ -105,12 +106,14 @@ def batches(loaded: Iterable[Loaded], summary: IngestSummary, batch_size: int) -
         yield batch
 
 
-def open_channel(address: str, max_message_mb: int = 64) -> grpc.aio.Channel:
+def open_channel(address: str, max_message_mb: int = 64, tls_ca_file: str = "") -> grpc.aio.Channel:
+    """A channel to the search service: plaintext, or TLS verified against `tls_ca_file`."""
     max_bytes = max_message_mb * 1024 * 1024
-    return grpc.aio.insecure_channel(
-        address,
-        options=[("grpc.max_send_message_length", max_bytes), ("grpc.max_receive_message_length", max_bytes)],
-    )
+    options = [("grpc.max_send_message_length", max_bytes), ("grpc.max_receive_message_length", max_bytes)]
+    credentials = channel_credentials(tls_ca_file)
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, credentials, options=options)
 
 
 async def wait_serving(channel: grpc.aio.Channel, address: str, timeout_s: float) -> None:
@@ -130,12 +133,17 @@ async def wait_serving(channel: grpc.aio.Channel, address: str, timeout_s: float
 
 
 async def _upsert(
-    stub: search_pb2_grpc.SearchServiceStub, objects: list[common_pb2.CollectionObject], timeout_s: float
+    stub: search_pb2_grpc.SearchServiceStub,
+    objects: list[common_pb2.CollectionObject],
+    timeout_s: float,
+    token: str,
 ) -> search_pb2.UpsertObjectsResponse:
     delay = 1.0
     for attempt in range(4):
         try:
-            return await stub.UpsertObjects(search_pb2.UpsertObjectsRequest(objects=objects), timeout=timeout_s)
+            return await stub.UpsertObjects(
+                search_pb2.UpsertObjectsRequest(objects=objects), timeout=timeout_s, metadata=bearer(token)
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in _RETRYABLE or attempt == 3:
                 raise
@@ -155,13 +163,16 @@ async def ingest(
     timeout_s: float = 600.0,
     wait_s: float = 0.0,
     description: str = "ingest",
+    token: str = "",
+    tls_ca_file: str = "",
 ) -> IngestSummary:
     """Send every object to UpsertObjects, `concurrency` batches in flight (so the embedder always
-    has the next batch while one is being stored). Returns what happened to every record."""
+    has the next batch while one is being stored), with the service's write `token` when it has
+    one. Returns what happened to every record."""
     summary = IngestSummary()
     start = time.perf_counter()
     bar = tqdm(total=total, unit="obj", desc=description, disable=not progress, file=sys.stderr, smoothing=0.1)
-    async with open_channel(address) as channel:
+    async with open_channel(address, tls_ca_file=tls_ca_file) as channel:
         if wait_s:
             await wait_serving(channel, address, wait_s)
         stub = search_pb2_grpc.SearchServiceStub(channel)
@@ -171,7 +182,7 @@ async def ingest(
         async def send(batch: list[Loaded], records: int) -> None:
             objects = [item.object for item in batch if item.object is not None]
             try:
-                answer = await _upsert(stub, objects, timeout_s)
+                answer = await _upsert(stub, objects, timeout_s, token)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                     raise IngestError(f"UpsertObjects at {address} failed: {exc.code().name}: {exc.details()}") from exc
@@ -212,7 +223,9 @@ async def ingest(
     return summary
 
 
-async def collection_info(address: str, timeout_s: float = 10.0) -> search_pb2.GetCollectionInfoResponse:
-    async with open_channel(address) as channel:
+async def collection_info(
+    address: str, timeout_s: float = 10.0, tls_ca_file: str = ""
+) -> search_pb2.GetCollectionInfoResponse:
+    async with open_channel(address, tls_ca_file=tls_ca_file) as channel:
         stub = search_pb2_grpc.SearchServiceStub(channel)
         return await stub.GetCollectionInfo(search_pb2.GetCollectionInfoRequest(), timeout=timeout_s)

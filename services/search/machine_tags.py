@@ -57,9 +57,16 @@ class MachineTagger:
     stream's objects through its models), `top_k` suggestions an object scoring `min_score` or more."""
 
     def __init__(
-        self, address: str, top_k: int, min_score: float, timeout_s: float = 120.0, max_message_mb: int = 32
+        self,
+        address: str,
+        top_k: int,
+        min_score: float,
+        timeout_s: float = 120.0,
+        max_message_mb: int = 32,
+        tls_ca_file: str = "",
     ) -> None:
         self.address = address
+        self.tls_ca_file = tls_ca_file
         self.top_k = top_k
         self.min_score = min_score
         self.timeout_s = timeout_s
@@ -72,7 +79,7 @@ class MachineTagger:
     def _open(self) -> tagger_pb2_grpc.TaggerServiceStub:
         # Created on first use: a grpc.aio channel belongs to the event loop that makes it.
         if self._stub is None:
-            self._channel = service_channel(self.address, self.max_bytes)
+            self._channel = service_channel(self.address, self.max_bytes, self.tls_ca_file)
             self._stub = tagger_pb2_grpc.TaggerServiceStub(self._channel)
         return self._stub
 

@@ -96,6 +96,8 @@ CORRECTION_SAMPLE = 200
 ACCESSION_CANDIDATES = 20
 
 MAX_ID_CHARS = 512
+# RPCs that change the collection: they need the auth token when one is configured.
+WRITE_METHODS = ("UpsertObjects", "DeleteObjects")
 MAX_DELETE_IDS = 1000
 MAX_EXAMPLE_IDS = 100  # liked or disliked ids in one Recommend request
 MAX_SEEN_IDS = 5000  # a long session; the client keeps it
@@ -170,7 +172,12 @@ class SearchService:
         self.image_model = ""
         self.text_to_image = False
         self.tagger = (
-            MachineTagger(settings.tagger_address, settings.machine_tags, settings.machine_tag_min_score)
+            MachineTagger(
+                settings.tagger_address,
+                settings.machine_tags,
+                settings.machine_tag_min_score,
+                tls_ca_file=settings.tls_ca_file,
+            )
             if settings.tagger_address
             else None
         )
@@ -186,9 +193,12 @@ class SearchService:
     async def start(self) -> None:
         # Fail fast on an unusable store folder rather than after waiting for the embedder.
         await self.store.stored_dimensions()
-        self._embedder = EmbedderClient(self.settings.embedder_address)
+        self._embedder = EmbedderClient(self.settings.embedder_address, tls_ca_file=self.settings.tls_ca_file)
         self._query_embedder = EmbedderClient(
-            self.settings.embedder_address, timeout_s=self.settings.query_embed_timeout_s, retries=1
+            self.settings.embedder_address,
+            timeout_s=self.settings.query_embed_timeout_s,
+            retries=1,
+            tls_ca_file=self.settings.tls_ca_file,
         )
         log.info("waiting for the embedder", extra={"address": self.settings.embedder_address})
         await self.embedder.wait_until_serving(self.settings.embedder_wait_s)
@@ -795,7 +805,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         search_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(service), server)
         return [search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name]
 
-    asyncio.run(run_server("search", settings, register, startup=service.start, shutdown=service.close))
+    writes = [f"/{search_pb2.DESCRIPTOR.services_by_name['SearchService'].full_name}/{m}" for m in WRITE_METHODS]
+    asyncio.run(
+        run_server("search", settings, register, startup=service.start, shutdown=service.close, write_methods=writes)
+    )
 
 
 if __name__ == "__main__":

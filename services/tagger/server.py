@@ -74,6 +74,8 @@ KIND_NAMES = {tagger_pb2.SUGGESTION_KIND_MIMIC: "mimic", tagger_pb2.SUGGESTION_K
 DEFAULT_K = 10
 MAX_K = 100
 STREAM_BATCH = 32
+# RPCs that change data (curators' feedback, the model served): they need the auth token when one is configured.
+WRITE_METHODS = ("SubmitFeedback", "StreamSubmitFeedback", "ReloadModel")
 MAX_STREAMED_FEEDBACK = 100_000
 TRAIN_HINT = (
     "train one with `vitrine-tagger train --data <objects.jsonl.gz> --out {dir}/<version>` "
@@ -115,7 +117,9 @@ def newest_version(model_dir: Path) -> Path | None:
 class Tagger:
     def __init__(self, settings: TaggerSettings) -> None:
         self.settings = settings
-        self.embedder = EmbedderClient(settings.embedder_address, settings.embedder_timeout_s)
+        self.embedder = EmbedderClient(
+            settings.embedder_address, settings.embedder_timeout_s, tls_ca_file=settings.tls_ca_file
+        )
         self.vocabulary: Vocabulary | None = None
         self.model: TaggerModel | None = None
         self.feedback: FeedbackStore | None = None
@@ -394,7 +398,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         tagger_pb2_grpc.add_TaggerServiceServicer_to_server(TaggerServicer(tagger), server)
         return [tagger_pb2.DESCRIPTOR.services_by_name["TaggerService"].full_name]
 
-    asyncio.run(run_server("tagger", settings, register, startup=tagger.start, shutdown=tagger.close))
+    writes = [f"/{tagger_pb2.DESCRIPTOR.services_by_name['TaggerService'].full_name}/{m}" for m in WRITE_METHODS]
+    asyncio.run(
+        run_server("tagger", settings, register, startup=tagger.start, shutdown=tagger.close, write_methods=writes)
+    )
 
 
 if __name__ == "__main__":

@@ -353,6 +353,19 @@ def test_an_existing_secret_replaces_the_charts_own() -> None:
     assert "VITRINE_TAGGER_FEEDBACK_DATABASE_URL" not in env(container(workload(docs, "tagger")))
 
 
+def test_the_write_token_reaches_every_service_from_the_secret() -> None:
+    values = {"secrets": {"authToken": "example-write-token"}}
+    docs = render(values)
+    secret = one(docs, "Secret", f"{RELEASE}-vitrine")
+    assert base64.b64decode(secret["data"]["auth-token"]).decode() == "example-write-token"
+    for name in ("search", "tagger", "embedder"):
+        variable = env(container(workload(docs, name)))[f"VITRINE_{name.upper()}_AUTH_TOKEN"]
+        assert variable["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "auth-token"}
+    plain = "\n".join(text for path, text in render_files(values).items() if not path.endswith("secret.yaml"))
+    assert "example-write-token" not in plain
+    assert "VITRINE_SEARCH_AUTH_TOKEN" not in env(container(workload(render({}), "search")))
+
+
 # ---- availability: autoscaling, disruption budgets, network policies -------------------------
 
 

@@ -135,6 +135,9 @@ Rendered when the chart's Secret holds the value, or (optional) from an existing
   value: {{ .root.Values.logFormat | quote }}
 - name: {{ .prefix }}GRACE_SECONDS
   value: {{ .values.graceSeconds | quote }}
+{{- with include "vitrine.secretEnv" (dict "root" .root "name" (printf "%sAUTH_TOKEN" .prefix) "key" "auth-token" "value" .root.Values.secrets.authToken) | trim }}
+{{ . }}
+{{- end }}
 - name: HOME
   value: /tmp
 {{- end }}
