@@ -504,12 +504,18 @@ class SearchService:
         return fixes
 
     def _lexical_matches(
-        self, query: keywords.KeywordQuery, corrected: str, depth: int, conditions: Conditions | None, tags: bool
+        self,
+        query: keywords.KeywordQuery,
+        corrected: str,
+        depth: int,
+        conditions: Conditions | None,
+        weights: Mapping[str, float],
     ) -> tuple[list[ScoredObject], list[ScoredObject]]:
-        """The keyword signal's and (with `tags`) the tags signal's ranked lists, as point keys.
-        Runs on the store's thread."""
-        return self._keyword_matches(query, depth, conditions), (
-            self._tag_matches(query, corrected, depth, conditions) if tags else []
+        """The keyword signal's and the tags signal's ranked lists, as point keys (empty for a
+        signal of weight 0: not asked). Runs on the store's thread."""
+        return (
+            self._keyword_matches(query, depth, conditions) if weights["keyword"] > 0 else [],
+            self._tag_matches(query, corrected, depth, conditions) if weights["tags"] > 0 else [],
         )
 
     def _keyword_matches(
@@ -615,9 +621,8 @@ class SearchService:
                     embeddings[name].cancel()
                     embeddings[name] = asyncio.ensure_future(self._embed_query(model, corrected))
             keyword_query = keywords.query_vectors(query, corrected if fixes else None)
-            tags = weights["tags"] > 0
             lexical, *dense_lists = await asyncio.gather(
-                self.store.call(self._lexical_matches, keyword_query, corrected, depth, conditions, tags),
+                self.store.call(self._lexical_matches, keyword_query, corrected, depth, conditions, weights),
                 *(self._dense_matches(v, embeddings[n], depth, conditions) for n, (v, _) in dense.items()),
                 return_exceptions=True,
             )
@@ -652,7 +657,9 @@ class SearchService:
             if not lists:
                 # Only meaning-based signals were asked for and none could run: keyword matches
                 # rather than nothing.
-                lists["keyword"] = keyword_list
+                lists["keyword"] = keyword_list or await self.store.call(
+                    self._keyword_matches, keyword_query, depth, conditions
+                )
                 weights = {**weights, "keyword": 1.0}
 
         first = await self._accession_matches(query, lists.get("keyword", []))

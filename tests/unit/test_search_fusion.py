@@ -238,6 +238,12 @@ async def test_embedder_down_gives_keyword_results_and_recovers(service: SearchS
     assert DEGRADED.labels("embedder_unavailable")._value.get() == before + 1
     assert fake.closed >= 1  # a fresh channel for the next call
 
+    # Asked for meaning only, with the embedder down: keyword matches rather than nothing.
+    text_only = {"text": 1, "keyword": 0, "image": 0, "tags": 0}
+    answer = await service.search(search_pb2.SearchRequest(query="storm at sea", signal_weights=text_only))
+    assert answer.hits[0].object.id == "N00004"
+    assert _signals(answer.hits[0]).keys() == {search_pb2.SIGNAL_KEYWORD}
+
     fake.down = False
     answer = await service.search(search_pb2.SearchRequest(query="storm at sea"))
     assert not answer.unavailable_signals and not answer.notices
