@@ -881,7 +881,7 @@ def scaling_text(result: dict[str, Any]) -> list[str]:
     vectors_1m_gb = 1_000_000 * DIM * 4 / 1e9
     rss_1m_gb = per_100k_rss_mb * 10 / 1e3
     rest_1m_gb = max(rss_1m_gb - vectors_1m_gb, 0.0)
-    images_1m_gb = 700_000 * 1280 * 4 / 1e9
+    images_1m_gb = 700_000 * 1360 * 4 / 1e9
     phase, _ = final_phase(result)
     numpy_1m_ms = result["phases"][phase]["numpy_reference_p50_ms"] * 1_000_000 / n
     optimize_s = result.get("optimize_s")
@@ -903,7 +903,7 @@ def scaling_text(result: dict[str, Any]) -> list[str]:
         f"At 1M × {DIM}-d: memory ≈ n·d·4 bytes of float32 vectors ({vectors_1m_gb:.1f} GB) + HNSW links "
         "(m=16: up to 32 neighbours on level 0, 4 bytes each, ~0.15 GB) + payload, sparse vectors and indexes; "
         f"scaling the measurement above by 10 gives about {rss_1m_gb:.1f} GB, of which {rest_1m_gb:.1f} GB "
-        f"is not the dense vectors. Image vectors (1280-d for 70% of objects) would add {images_1m_gb:.1f} GB "
+        f"is not the dense vectors. Image vectors (1360-d for 70% of objects) would add {images_1m_gb:.1f} GB "
         "and a second HNSW build. Scalar int8 quantization keeps 1 byte a dimension in RAM "
         f"(÷4: {vectors_1m_gb / 4:.2f} GB at 1M) and rescores the best candidates with the float32 originals "
         "on disk (binary: ÷32, more rescoring); qdrant-edge has both (`quantization_config` of "

@@ -81,19 +81,48 @@ def ensure_tagger_model(model_dir: Path, embedder: str, args: argparse.Namespace
     return subprocess.run(command, env=env).returncode == 0
 
 
-def set_aside_outdated_store(data_dir: Path, collection: str) -> Path | None:
-    """A demo store made by an older Vitrine (without sparse vectors this version needs) is moved
-    to `<data_dir>.outdated-<time>` so that the demo collection is ingested afresh; returns
-    where it went, or None when the store is current (or absent)."""
+def set_aside_outdated_store(data_dir: Path, collection: str, expected: dict[str, int] | None = None) -> Path | None:
+    """A demo store made by an older Vitrine (without sparse vectors this version needs, or with
+    vectors of other dimensions than the `expected` ones the models give now) is moved to
+    `<data_dir>.outdated-<time>` so that the demo collection is ingested afresh; returns where it
+    went, or None when the store is current (or absent)."""
     from vitrine.search.store import EmbeddedStore, OutdatedCollection
 
     try:
-        EmbeddedStore(data_dir, collection).stored_dimensions()
+        stored = EmbeddedStore(data_dir, collection).stored_dimensions()
+        if stored is None or expected is None or stored == expected:
+            return None
     except OutdatedCollection:
-        aside = data_dir.with_name(f"{data_dir.name}.outdated-{time.strftime('%Y%m%d-%H%M%S')}")
-        data_dir.rename(aside)
-        return aside
-    return None
+        pass
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = data_dir.with_name(f"{data_dir.name}.outdated-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = data_dir.with_name(f"{data_dir.name}.outdated-{stamp}-{n}")
+    data_dir.rename(aside)
+    return aside
+
+
+def search_dimensions(embedder: str, env: dict[str, str]) -> dict[str, int]:
+    """The vector dimensions the search service will store, from the running embedder's models
+    and the search settings in `env`."""
+    import grpc
+
+    from vitrine.common.settings import load_settings
+    from vitrine.search.server import choose_image_model
+    from vitrine.search.settings import ENV_PREFIX, SearchSettings
+    from vitrine.v1 import embedder_pb2, embedder_pb2_grpc
+
+    settings = load_settings(SearchSettings, ENV_PREFIX, [], environ=env)
+    with grpc.insecure_channel(embedder) as channel:
+        models = embedder_pb2_grpc.EmbedderServiceStub(channel).ListModels(embedder_pb2.ListModelsRequest(), timeout=30)
+    by_name = {m.name: m.dimension for m in models.models}
+    dims = {"text": by_name.get(settings.text_model, 0)}
+    image = choose_image_model(models, settings.image_model)
+    if image:
+        dims["image"] = by_name[image]
+    return dims
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,17 +141,18 @@ def run(args: argparse.Namespace) -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop_all)
-    if not args.no_demo:
-        collection = os.environ.get("VITRINE_SEARCH_COLLECTION", "vitrine")
-        aside = set_aside_outdated_store(var / "search", collection)
-        if aside is not None:
-            print(f"the search store was made by an older Vitrine: moved to {aside}; the demo is ingested afresh")
     try:
         print(f"starting embedder, tagger, search (logs in {log_dir}) ...", flush=True)
         embedder_port, embedder_metrics = PORTS["embedder"]
         services.append(start_service("embedder", log_dir, env, port=embedder_port, metrics_port=embedder_metrics))
         services[0].wait_serving(args.ready_timeout)
         print(f"  {'embedder':8s} SERVING on {services[0].address}", flush=True)
+        if not args.no_demo:
+            collection = env.get("VITRINE_SEARCH_COLLECTION", "vitrine")
+            expected = search_dimensions(services[0].address, env)
+            aside = set_aside_outdated_store(var / "search", collection, expected)
+            if aside is not None:
+                print(f"the search store was made by an older Vitrine: moved to {aside}; the demo is ingested afresh")
         model_dir = var / "tagger" / "models"
         if args.no_demo:
             tagger_ready = any(model_dir.glob("*/meta.json"))

@@ -18,7 +18,7 @@ class EmbedderSettings(ServerSettings):
     models: str = setting(
         "mpnet,efficientnet-lite0",
         "Models to load, comma-separated: mpnet (768-d text), minilm (384-d text, small, for tests), "
-        "efficientnet-lite0 (1280-d image features + ImageNet labels), clip (needs clip_model).",
+        "efficientnet-lite0 (1360-d image features + ImageNet labels), clip (needs clip_model).",
     )
     model_dir: str = setting(
         DEFAULT_MODEL_DIR, "Folder `make models` fills; mpnet is read from <model_dir>/all-mpnet-base-v2."

@@ -55,7 +55,7 @@ def test_embedder_list_models(system: System) -> None:
     answer = json.loads(grpcurl("-emit-defaults", system.embedder.address, "vitrine.v1.EmbedderService/ListModels"))
     models = {m["name"]: m for m in answer["models"]}
     assert models["mpnet"]["dimension"] == 768
-    assert models["efficientnet-lite0"]["dimension"] == 1280
+    assert models["efficientnet-lite0"]["dimension"] == 1360
     assert not models["mpnet"]["test_model"] and not models["efficientnet-lite0"]["test_model"]
     assert answer["text_to_image_available"] is False  # no CLIP weights here
 

@@ -179,9 +179,9 @@ def test_efficientnet_crops_of_one_painting_are_closer_than_other_paintings(
     chosen = PAINTING_FILES[:: len(PAINTING_FILES) // 10][:10]  # spread over the collection
     crops = [crop_png(p, first) for p in chosen] + [crop_png(p, second) for p in chosen]
     answer = stub.EmbedImages(embedder_pb2.EmbedImagesRequest(model=EFFNET, images=[image(c) for c in crops]))
-    assert answer.model == EFFNET and answer.dimension == 1280
+    assert answer.model == EFFNET and answer.dimension == 1360
     vectors = rows(answer)
-    assert_unit_rows(vectors, 1280)
+    assert_unit_rows(vectors, 1360)
     a, b = vectors[:10], vectors[10:]
     cross = a @ b.T
     same = np.diag(cross).copy()
@@ -287,7 +287,7 @@ def test_tiny_clip_is_listed_as_a_test_model(stub: embedder_pb2_grpc.EmbedderSer
     assert clip.dimension == 32 and clip.device == "cpu" and clip.dtype == "float32"
     assert not listing.text_to_image_available, "random CLIP weights must not enable text-to-image search"
     assert not models["minilm"].test_model and not models[EFFNET].test_model
-    assert models[EFFNET].dimension == 1280 and models["minilm"].dimension == 384
+    assert models[EFFNET].dimension == 1360 and models["minilm"].dimension == 384
     assert all(m.max_batch_size == 32 and m.load_seconds > 0 for m in listing.models)
     assert listing.max_batch_items == 256
 

@@ -116,7 +116,7 @@ def test_ingest_through_the_cli(loaded: tuple[str, str], stub: search_pb2_grpc.S
     assert info.objects == 50 + N_PAINTINGS
     assert info.objects_with_image == N_PAINTINGS
     assert info.store == "embedded"
-    assert dict(info.vector_dimensions) == {"text": 384, "image": 1280}
+    assert dict(info.vector_dimensions) == {"text": 384, "image": 1360}
     assert (info.text_model, info.image_model) == ("minilm", "efficientnet-lite0")
 
 

@@ -519,4 +519,9 @@ def test_make_run_sets_an_outdated_demo_store_aside(tmp_path: Path) -> None:
     current.ensure_collection(DIMS)
     current.close()
     assert set_aside_outdated_store(data_dir, "vitrine") is None  # a current store stays
+    assert set_aside_outdated_store(data_dir, "vitrine", dict(DIMS)) is None
     assert set_aside_outdated_store(tmp_path / "none", "vitrine") is None
+    # The image model now gives vectors of another size: that store goes aside too.
+    other = {**DIMS, "image": DIMS["image"] + 80}
+    aside = set_aside_outdated_store(data_dir, "vitrine", other)
+    assert aside is not None and not data_dir.exists()
