@@ -494,10 +494,8 @@ class SearchService:
                 hits = store.sparse_query(name, probe, limit=CORRECTION_SAMPLE, keys_only=True)
                 if not hits:
                     continue
-                points = store.get_by_keys([h.id for h in hits], payload_fields=[], with_sparse=[name])
-                counts.update(
-                    i for p in points.values() if name in p.vectors for i in p.vectors[name].indices if i in found
-                )
+                vectors = store.sparse_vectors([h.id for h in hits], name)
+                counts.update(i for v in vectors.values() for i in v.indices if i in found)
             best = keywords.best_candidate(found, counts)
             if best is not None:
                 fixes[word] = best
@@ -549,14 +547,9 @@ class SearchService:
         wanted = {keywords.term_id(t) for t in keywords.query_terms(corrected)}
         if len(wanted) < 3 or not found:
             return found  # one matched word of two is half
-        points = store.get_by_keys([h.id for h in found], payload_fields=[], with_sparse=[keywords.TAGS])
+        vectors = store.sparse_vectors([h.id for h in found], keywords.TAGS)
         need = (len(wanted) + 1) // 2
-        return [
-            h
-            for h in found
-            if h.id in points
-            and len(wanted.intersection(points[h.id].vectors.get(keywords.TAGS, SparseVector((), ())).indices)) >= need
-        ]
+        return [h for h in found if h.id in vectors and len(wanted.intersection(vectors[h.id].indices)) >= need]
 
     async def _accession_matches(self, query: str, keyword_hits: Sequence[ScoredObject]) -> list[str]:
         """The point keys of keyword hits whose museum id is a word of the query: an accession

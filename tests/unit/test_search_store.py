@@ -29,6 +29,7 @@ from vitrine.search.store import (
     StoreError,
     VectorStore,
     point_id,
+    point_key,
 )
 
 DIMS = {"text": 16, "image": 8}
@@ -339,6 +340,21 @@ def test_sparse_vectors_round_trip(keyword_store: VectorStore) -> None:
     # Dense vectors alone unless sparse ones are asked for (GetObject lists dense vectors).
     assert set(keyword_store.get(["T00005"], with_vectors=True)["T00005"].vectors) == {"text", "image"}
     assert set(keyword_store.get_vectors(["T00005"])["T00005"]) == {"text", "image"}
+
+
+def test_keys_only_queries_then_vectors_and_payload_by_key(keyword_store: VectorStore) -> None:
+    hits = keyword_store.sparse_query("keywords", sparse(rare=1.0, ship=1.0), limit=3, keys_only=True)
+    key = point_key("T00005")
+    assert hits[0].id == key and hits[0].payload == {}  # no payload read
+    vectors = keyword_store.sparse_vectors([h.id for h in hits] + [point_key("no-such-id")], "ngrams")
+    assert vectors[key] == sparse(sea=1.0) and point_key("no-such-id") not in vectors
+    assert keyword_store.sparse_vectors([key], "keywords")[key] == sparse(sea=1.0, ship=3.0, turner=1.0, rare=1.0)
+    page = keyword_store.get_by_keys([key])
+    assert page[key].id == "T00005" and page[key].payload["artist"] == "Turner"
+    dense = keyword_store.query("text", keyword_store.get_vectors(["T00005"])["T00005"]["text"], 1, keys_only=True)
+    assert dense[0].id == key
+    with pytest.raises(StoreError, match="unknown sparse vector"):
+        keyword_store.sparse_vectors([key], "text")
 
 
 def test_sparse_query_scores_with_idf(keyword_store: VectorStore) -> None:
