@@ -181,14 +181,34 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
-        kwargs = {
-            "request_deserializer": _safe(handler.request_deserializer),
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary_response(handler.unary_unary, method), **kwargs)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_unary_response(handler.stream_unary, method), **kwargs)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream_response(handler.unary_stream, method), **kwargs)
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream_response(handler.stream_stream, method), **kwargs)
+        return rebuild_handler(
+            handler,
+            lambda behavior: _wrap_unary_response(behavior, method),
+            lambda behavior: _wrap_stream_response(behavior, method),
+            _safe(handler.request_deserializer),
+        )
+
+
+Behavior = Callable[..., Any]
+
+
+def rebuild_handler(
+    handler: grpc.RpcMethodHandler,
+    unary_response: Callable[[Behavior], Behavior],
+    stream_response: Callable[[Behavior], Behavior],
+    request_deserializer: Callable[[bytes], Any] | None = None,
+) -> grpc.RpcMethodHandler:
+    """The same RPC (same kind, same serializers) with its behavior replaced: by
+    `unary_response(behavior)` when it answers one message, `stream_response(behavior)` when it
+    streams its answer. For interceptors."""
+    kwargs = {
+        "request_deserializer": request_deserializer or handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **kwargs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **kwargs)
+    return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from vitrine.common.errors import ServiceError
+from vitrine.common.metrics import rebuild_handler
 
 AUTH_HEADER = "authorization"
 
@@ -63,17 +64,7 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
             raise unauthenticated(message)
             yield  # an async generator, as stream handlers are
 
-        kwargs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(deny, **kwargs)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(deny, **kwargs)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(deny_stream, **kwargs)
-        return grpc.stream_stream_rpc_method_handler(deny_stream, **kwargs)
+        return rebuild_handler(handler, lambda _: deny, lambda _: deny_stream)
 
 
 def server_credentials(cert_file: str, key_file: str) -> grpc.ServerCredentials | None:

@@ -557,7 +557,8 @@ class SearchService:
         wanted_ids = keywords.id_like(query)
         if not wanted_ids or not keyword_hits:
             return []
-        found = await self.store.get_by_keys([h.id for h in keyword_hits[:ACCESSION_CANDIDATES]], payload_fields=[])
+        keys = [h.id for h in keyword_hits[:ACCESSION_CANDIDATES]]
+        found = await self.store.call(self.store.store.get_by_keys, keys, False, [])
         return [key for key, point in found.items() if keywords.fold(point.id) in wanted_ids]
 
     async def _embed_query(self, model: str, text: str) -> np.ndarray:
@@ -659,7 +660,7 @@ class SearchService:
         fused = fuse(lists, weights, self.settings.fusion_k, first=first)
         # Signals rank candidates by point key; only the page's objects are read.
         page = fused[offset : offset + size]
-        stored = await self.store.get_by_keys([h.id for h in page])
+        stored = await self.store.call(self.store.store.get_by_keys, [h.id for h in page])
         page = [
             dataclasses.replace(h, id=stored[h.id].id, payload=stored[h.id].payload) for h in page if h.id in stored
         ]

@@ -985,15 +985,6 @@ class AsyncStore:
     ) -> dict[str, StoredPoint]:
         return await self._run(self.store.get, ids, with_vectors, payload_fields, with_sparse)
 
-    async def get_by_keys(
-        self,
-        keys: Sequence[str],
-        with_vectors: bool = False,
-        payload_fields: Sequence[str] | None = None,
-        with_sparse: bool | Sequence[str] = False,
-    ) -> dict[str, StoredPoint]:
-        return await self._run(self.store.get_by_keys, keys, with_vectors, payload_fields, with_sparse)
-
     async def get_vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
         return await self._run(self.store.get_vectors, ids)
 
