@@ -16,6 +16,7 @@ list, so a search answer can say which signals matched and how strongly.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,9 +42,11 @@ class FusedHit:
     payload: dict[str, Any]
     # Signal name -> where that signal ranked the object (only the signals that found it).
     matches: dict[str, Match] = field(default_factory=dict)
+    # The best (smallest) rank in `matches`, kept as they are added: the tie-break of fusion.
+    best: int = 0
 
     def best_rank(self) -> int:
-        return min((m.rank for m in self.matches.values()), default=0)
+        return self.best
 
 
 def check_weights(weights: Mapping[str, float], known: Sequence[str]) -> dict[str, float]:
@@ -64,6 +67,7 @@ def fuse(
     weights: Mapping[str, float],
     k: float = DEFAULT_K,
     first: Collection[str] = (),
+    limit: int | None = None,
 ) -> list[FusedHit]:
     """Fuse ranked lists (best first, by signal name) into one list, best first.
 
@@ -72,7 +76,8 @@ def fuse(
     either. Objects whose id is in `first` (an accession number typed as the query) get the
     largest score any object could reach added to theirs, so they come first. Ties go to the
     object with the better best single rank, then to the smaller id, so the order is the same
-    for the same input (pages stay consistent)."""
+    for the same input (pages stay consistent). With `limit`, only the best `limit` hits (a
+    partial sort: a Search needs one page of several hundred candidates)."""
     fused: dict[str, FusedHit] = {}
     for signal, hits in ranked.items():
         weight = weights.get(signal, 0.0)
@@ -86,8 +91,15 @@ def fuse(
                 continue  # a list naming an object twice: its first (best) place counts
             entry.matches[signal] = Match(rank, hit.score)
             entry.score += weight / (k + rank)
+            entry.best = rank if not entry.best else min(entry.best, rank)
     bonus = sum(w for w in weights.values() if w > 0) / k
     for museum_id in first:
         if museum_id in fused:
             fused[museum_id].score += bonus
-    return sorted(fused.values(), key=lambda h: (-h.score, h.best_rank(), h.id))
+
+    def order(h: FusedHit) -> tuple[float, int, str]:
+        return (-h.score, h.best, h.id)
+
+    if limit is not None and limit < len(fused):
+        return heapq.nsmallest(limit, fused.values(), key=order)
+    return sorted(fused.values(), key=order)

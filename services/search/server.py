@@ -529,8 +529,9 @@ class SearchService:
         fuzzy = (
             store.sparse_query(keywords.NGRAMS, query.ngrams, depth, conditions, keys_only=True) if query.ngrams else []
         )
-        fused = fuse({"exact": exact, "fuzzy": fuzzy}, {"exact": 1.0, "fuzzy": FUZZY_SHARE}, self.settings.fusion_k)
-        return [ScoredObject(h.id, h.score, h.payload) for h in fused[:depth]]
+        shares = {"exact": 1.0, "fuzzy": FUZZY_SHARE}
+        fused = fuse({"exact": exact, "fuzzy": fuzzy}, shares, self.settings.fusion_k, limit=depth)
+        return [ScoredObject(h.id, h.score, h.payload) for h in fused]
 
     def _tag_matches(
         self, query: keywords.KeywordQuery, corrected: str, depth: int, conditions: Conditions | None
@@ -657,7 +658,8 @@ class SearchService:
                 weights = {**weights, "keyword": 1.0}
 
         first = await self._accession_matches(query, lists.get("keyword", []))
-        fused = fuse(lists, weights, self.settings.fusion_k, first=first)
+        # One more than the page: whether a next page exists.
+        fused = fuse(lists, weights, self.settings.fusion_k, first=first, limit=offset + size + 1)
         # Signals rank candidates by point key; only the page's objects are read.
         page = fused[offset : offset + size]
         stored = await self.store.call(self.store.store.get_by_keys, [h.id for h in page])

@@ -51,7 +51,7 @@ class SearchSettings(ServerSettings):
     max_page_size: int = setting(100, "Most hits one page may hold.")
     max_offset: int = setting(10_000, "Deepest result a page may start at (deep paging costs a full scan).")
     candidates: int = setting(
-        200, "Candidates each signal brings to the fusion of one Search (more when a page starts deeper)."
+        100, "Candidates each signal brings to the fusion of one Search (more when a page starts deeper)."
     )
     weight_text: float = setting(1.0, "Fusion weight of MPNet text-to-metadata matches (Search signal_weights 'text').")
     weight_keyword: float = setting(1.0, "Fusion weight of keyword matches (Search signal_weights 'keyword').")
