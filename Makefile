@@ -14,7 +14,7 @@ PROTOS := $(wildcard protos/vitrine/v1/*.proto)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VITRINE_EMBEDDER_MODEL_DIR ?= $(MODEL_DIR)
 
-.PHONY: help install proto models tools run test test-fast lint format bench lock clean compare-annif train
+.PHONY: help install proto models tools run test test-fast lint format bench load lock clean compare-annif train
 
 help:
 	@echo "make run      start embedder, tagger and search with the demo collection (Ctrl-C stops)"
@@ -24,6 +24,7 @@ help:
 	@echo "make proto    generate Python stubs from protos/ into services/v1"
 	@echo "make lint     ruff + buf lint"
 	@echo "make bench    benchmarks (JSON results in bench/results)"
+	@echo "make load     load test of a running system (make run first): 64 clients, 60 s a service"
 	@echo "make train    train a tagger version on the whole Tate training split (var/tagger/models)"
 	@echo "make compare-annif  Annif 1.4.3 on the same split, scored by the same metric code"
 
@@ -75,6 +76,11 @@ bench: install models
 	$(PY) -m bench.run
 	@if ls var/tagger/models/*/meta.json >/dev/null 2>&1; then $(PY) -m bench.tagger; \
 	  else echo "tagger benchmark skipped: no trained version yet (make train, or make run once)"; fi
+
+# Load test of the running system (start it with `make run` in another terminal first):
+# 64 clients for 60 s against each service -> bench/results/load.{json,md}.
+load: install
+	$(PY) -m bench.load
 
 # A tagger version trained on the whole Tate training split and evaluated on dev (about 10 minutes
 # on 2 CPU cores once the MPNet embeddings are cached, 40 more the first time).
