@@ -16,7 +16,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vitrine.common.errors import ServiceError, unavailable
-from vitrine.common.security import channel_credentials
+from vitrine.common.security import client_channel
 from vitrine.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 log = logging.getLogger("vitrine.embedder_client")
@@ -32,10 +32,7 @@ def service_channel(address: str, max_bytes: int, tls_ca_file: str = "") -> grpc
         ("grpc.max_send_message_length", max_bytes),
         ("grpc.lb_policy_name", "round_robin"),
     ]
-    credentials = channel_credentials(tls_ca_file)
-    if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, credentials, options=options)
+    return client_channel(address, options, tls_ca_file)
 
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}

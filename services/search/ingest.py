@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tqdm import tqdm
 
-from vitrine.common.security import bearer, channel_credentials
+from vitrine.common.security import bearer, client_channel
 from vitrine.search.records import Loaded
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
 
@@ -110,10 +110,7 @@ def open_channel(address: str, max_message_mb: int = 64, tls_ca_file: str = "") 
     """A channel to the search service: plaintext, or TLS verified against `tls_ca_file`."""
     max_bytes = max_message_mb * 1024 * 1024
     options = [("grpc.max_send_message_length", max_bytes), ("grpc.max_receive_message_length", max_bytes)]
-    credentials = channel_credentials(tls_ca_file)
-    if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, credentials, options=options)
+    return client_channel(address, options, tls_ca_file)
 
 
 async def wait_serving(channel: grpc.aio.Channel, address: str, timeout_s: float) -> None:

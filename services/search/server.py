@@ -26,6 +26,7 @@ from vitrine.common.errors import (
     not_found,
     unavailable,
 )
+from vitrine.common.security import method_paths
 from vitrine.common.server import run_server
 from vitrine.common.settings import load_settings
 from vitrine.common.validation import bounded_int, known_enum, require_count, require_text
@@ -559,7 +560,7 @@ class SearchService:
         if not wanted_ids or not keyword_hits:
             return []
         keys = [h.id for h in keyword_hits[:ACCESSION_CANDIDATES]]
-        found = await self.store.call(self.store.store.get_by_keys, keys, False, [])
+        found = await self.store.call(self.store.store.get_by_keys, keys, payload_fields=[])
         return [key for key, point in found.items() if keywords.fold(point.id) in wanted_ids]
 
     async def _embed_query(self, model: str, text: str) -> np.ndarray:
@@ -808,7 +809,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         search_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(service), server)
         return [search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name]
 
-    writes = [f"/{search_pb2.DESCRIPTOR.services_by_name['SearchService'].full_name}/{m}" for m in WRITE_METHODS]
+    writes = method_paths(search_pb2.DESCRIPTOR.services_by_name["SearchService"], WRITE_METHODS)
     asyncio.run(
         run_server("search", settings, register, startup=service.start, shutdown=service.close, write_methods=writes)
     )

@@ -225,12 +225,12 @@ class VectorStore(ABC):
         ids: Sequence[str],
         with_vectors: bool = False,
         payload_fields: Sequence[str] | None = None,
-        with_sparse: bool | Sequence[str] = False,
+        with_sparse: bool = False,
     ) -> dict[str, StoredPoint]:
         """The stored points of these museum ids (unknown ids are absent from the answer).
-        `with_vectors` gives the dense vectors, `with_sparse` the sparse ones too (all of them,
-        or only those named); `payload_fields` limits the payload to those keys (None: all of it).
-        Only the vectors asked for are read from the engine."""
+        `with_vectors` gives the dense vectors, `with_sparse` the sparse ones too;
+        `payload_fields` limits the payload to those keys (None: all of it). Only the vectors
+        asked for are read from the engine (one sparse vector alone: `sparse_vectors`)."""
         found = self.get_by_keys([point_key(i) for i in ids], with_vectors, payload_fields, with_sparse)
         return {point.id: point for point in found.values()}
 
@@ -239,15 +239,14 @@ class VectorStore(ABC):
         keys: Sequence[str],
         with_vectors: bool = False,
         payload_fields: Sequence[str] | None = None,
-        with_sparse: bool | Sequence[str] = False,
+        with_sparse: bool = False,
     ) -> dict[str, StoredPoint]:
         """As `get`, for the point keys a `keys_only` query returned; the answer is keyed by
         point key (each StoredPoint still carries its museum id)."""
         dims = self.dimensions()
         if not keys:
             return {}
-        sparse = SPARSE_VECTOR_NAMES if with_sparse is True else (with_sparse or ())
-        wanted = [*(dims if with_vectors else ()), *sparse]
+        wanted = [*(dims if with_vectors else ()), *(SPARSE_VECTOR_NAMES if with_sparse else ())]
         found = self._get(list(dict.fromkeys(keys)), wanted, payload_fields)
         for point in found.values():
             point.vectors = {name: vector for name, vector in point.vectors.items() if name in wanted}
@@ -981,7 +980,7 @@ class AsyncStore:
         ids: Sequence[str],
         with_vectors: bool = False,
         payload_fields: Sequence[str] | None = None,
-        with_sparse: bool | Sequence[str] = False,
+        with_sparse: bool = False,
     ) -> dict[str, StoredPoint]:
         return await self._run(self.store.get, ids, with_vectors, payload_fields, with_sparse)
 
@@ -1028,10 +1027,10 @@ class AsyncStore:
     ) -> list[ScoredObject]:
         return await self._run(self.store.recommend, vector_name, positives, negatives, limit, conditions, exclude_ids)
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Any other work with the store, on the store's thread: `fn` is one of the store's
         methods, or a function calling several of them (one hop to the thread for all)."""
-        return await self._run(fn, *args)
+        return await self._run(fn, *args, **kwargs)
 
     async def close(self) -> None:
         await self._run(self.store.close)

@@ -19,6 +19,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from vitrine.common.embedder_client import EmbedderClient
 from vitrine.common.errors import failed_precondition, invalid_argument, not_found, unavailable
 from vitrine.common.objects import object_text
+from vitrine.common.security import method_paths
 from vitrine.common.server import run_server
 from vitrine.common.settings import load_settings
 from vitrine.common.validation import bounded_int
@@ -398,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tagger_pb2_grpc.add_TaggerServiceServicer_to_server(TaggerServicer(tagger), server)
         return [tagger_pb2.DESCRIPTOR.services_by_name["TaggerService"].full_name]
 
-    writes = [f"/{tagger_pb2.DESCRIPTOR.services_by_name['TaggerService'].full_name}/{m}" for m in WRITE_METHODS]
+    writes = method_paths(tagger_pb2.DESCRIPTOR.services_by_name["TaggerService"], WRITE_METHODS)
     asyncio.run(
         run_server("tagger", settings, register, startup=tagger.start, shutdown=tagger.close, write_methods=writes)
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from vitrine.common.security import bearer
+from vitrine.common.security import bearer, method_paths
 from vitrine.common.server import bind, make_server
 from vitrine.common.settings import ServerSettings
 from vitrine.search.ingest import open_channel
@@ -19,7 +19,7 @@ from vitrine.search.server import WRITE_METHODS, SearchServicer
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
 
 TOKEN = "s3cret-token"
-SERVICE = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+SERVICE = search_pb2.DESCRIPTOR.services_by_name["SearchService"]
 
 
 class RecordingService:
@@ -40,7 +40,7 @@ class RecordingService:
 
 
 async def _serve(settings: ServerSettings, service: RecordingService) -> tuple[grpc.aio.Server, str]:
-    server = make_server(settings, [f"/{SERVICE}/{m}" for m in WRITE_METHODS])
+    server = make_server(settings, method_paths(SERVICE, WRITE_METHODS))
     search_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(service), server)  # type: ignore[arg-type]
     port = bind(server, settings)
     await server.start()
