@@ -52,7 +52,7 @@ from vitrine.v1 import common_pb2
 
 KEYWORDS, NGRAMS, TAGS = SPARSE_VECTOR_NAMES
 # Bumped whenever the terms an object gets change, so stored objects are re-indexed on ingest.
-VERSION = "keywords-2"
+VERSION = "keywords-3"
 
 # Words of a text: letters and digits, split at everything else (also "_").
 _WORD = re.compile(r"[^\W_]+")
@@ -240,6 +240,13 @@ def tag_vector(subjects: Iterable[str], machine_tags: Iterable[tuple[str, float]
                 index = spelling_id(word)
                 weights[index] = max(weights.get(index, 0.0), float(weight))
     return SparseVector.from_dict(weights) if weights else None
+
+
+def tag_term_ids(subjects: Iterable[str], machine_tags: Iterable[tuple[str, float]] = ()) -> list[int]:
+    """The term ids of an object's tags (those `tag_vector` weights), for the payload field the
+    tags signal's coverage rule filters on."""
+    labels = [*subjects, *(label for label, weight in machine_tags if weight > 0)]
+    return sorted({term_id(term) for label in labels for term in terms(label)})
 
 
 @dataclass(frozen=True)

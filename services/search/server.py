@@ -38,6 +38,7 @@ from vitrine.search.recommend import cluster_likes, interleave, mean_query
 from vitrine.search.records import content_hash, object_text, object_to_payload, payload_to_object
 from vitrine.search.settings import ENV_PREFIX, SearchSettings
 from vitrine.search.store import (
+    TAG_TERMS_FIELD,
     AsyncStore,
     Conditions,
     EmbeddedStore,
@@ -375,6 +376,7 @@ class SearchService:
             tag_vector = keywords.tag_vector(o.subjects, tags.tags if tags else ())
             if tag_vector is not None:
                 sparse[keywords.TAGS] = tag_vector
+                payload[TAG_TERMS_FIELD] = keywords.tag_term_ids(o.subjects, tags.tags if tags else ())
             points.append(StoredPoint(o.id, {**vectors[o.id], **sparse}, payload))
         await self.store.upsert(points)
         if self.indexer is not None:
@@ -541,17 +543,16 @@ class SearchService:
         against the terms of the objects' curators' and machine tags. Tags answer what an object
         is about, so an object counts only when its tags cover at least half of the query's words:
         one tag word of a long query ("medieval" of "medieval saint fighting a dragon") is not
-        what was asked for, and would otherwise outrank the objects that match the whole query."""
+        what was asked for, and would otherwise outrank the objects that match the whole query.
+        The store applies that rule as a filter (on the tag term ids in the payload), so the
+        candidates are the best objects that pass it, with no vectors read back."""
         if not query.keywords:
             return []
-        store = self.store.store
-        found = store.sparse_query(keywords.TAGS, query.keywords, depth, conditions, keys_only=True)
-        wanted = {keywords.term_id(t) for t in keywords.query_terms(corrected)}
-        if len(wanted) < 3 or not found:
-            return found  # one matched word of two is half
-        vectors = store.sparse_vectors([h.id for h in found], keywords.TAGS)
-        need = (len(wanted) + 1) // 2
-        return [h for h in found if h.id in vectors and len(wanted.intersection(vectors[h.id].indices)) >= need]
+        wanted = tuple(sorted({keywords.term_id(t) for t in keywords.query_terms(corrected)}))
+        if len(wanted) >= 3:  # one matched word of two is half
+            need = (len(wanted) + 1) // 2
+            conditions = dataclasses.replace(conditions or Conditions(), tag_terms=wanted, min_tag_terms=need)
+        return self.store.store.sparse_query(keywords.TAGS, query.keywords, depth, conditions, keys_only=True)
 
     async def _accession_matches(self, query: str, keyword_hits: Sequence[ScoredObject]) -> list[str]:
         """The point keys of keyword hits whose museum id is a word of the query: an accession

@@ -36,8 +36,10 @@ VECTOR_NAMES = ("text", "image")
 SPARSE_VECTOR_NAMES = ("keywords", "ngrams", "tags")
 # Payload fields with an index, and the field holding the museum's own id.
 ID_FIELD = "museum_id"
+# The term ids (keywords.term_id) of an object's tags: the tags signal's coverage rule filters on it.
+TAG_TERMS_FIELD = "tag_terms"
 KEYWORD_FIELDS = (ID_FIELD, "artist", "classification", "medium", "subjects")
-INTEGER_FIELDS = ("year",)
+INTEGER_FIELDS = ("year", TAG_TERMS_FIELD)
 BOOL_FIELDS = ("has_image",)
 
 # Point ids must be integers or UUIDs; museum ids are free strings ("T05010", "met-247009"), so
@@ -88,6 +90,9 @@ class Conditions:
     year_from: int | None = None
     year_to: int | None = None
     has_image: bool | None = None
+    # At least `min_tag_terms` of these term ids among the object's `tag_terms` (none: no rule).
+    tag_terms: tuple[int, ...] = ()
+    min_tag_terms: int = 1
 
     def keyword_terms(self) -> list[tuple[str, list[str]]]:
         terms = [
@@ -576,9 +581,13 @@ class EmbeddedStore(VectorStore):
                 # A Python bool in MatchValue silently matches nothing in qdrant-edge 0.9; numpy's works.
                 must.append(qe.FieldCondition("has_image", match=qe.MatchValue(np.bool_(conditions.has_image))))
         must_not = [qe.HasIdCondition({point_id(i) for i in exclude_ids})] if exclude_ids else []
-        if not must and not must_not:
+        min_should = None
+        if conditions is not None and conditions.tag_terms:
+            terms = [qe.FieldCondition(TAG_TERMS_FIELD, match=qe.MatchValue(t)) for t in conditions.tag_terms]
+            min_should = qe.MinShould(terms, conditions.min_tag_terms)
+        if not must and not must_not and min_should is None:
             return None
-        return qe.Filter(must=must or None, must_not=must_not or None)
+        return qe.Filter(must=must or None, must_not=must_not or None, min_should=min_should)
 
     def _vector(self, vector: np.ndarray | SparseVector) -> Any:
         if isinstance(vector, SparseVector):
@@ -831,9 +840,13 @@ class ServerStore(VectorStore):
             if conditions.has_image is not None:
                 must.append(m.FieldCondition(key="has_image", match=m.MatchValue(value=bool(conditions.has_image))))
         must_not: list[Any] = [m.HasIdCondition(has_id=[str(point_id(i)) for i in exclude_ids])] if exclude_ids else []
-        if not must and not must_not:
+        min_should = None
+        if conditions is not None and conditions.tag_terms:
+            terms = [m.FieldCondition(key=TAG_TERMS_FIELD, match=m.MatchValue(value=t)) for t in conditions.tag_terms]
+            min_should = m.MinShould(conditions=terms, min_count=conditions.min_tag_terms)
+        if not must and not must_not and min_should is None:
             return None
-        return m.Filter(must=must or None, must_not=must_not or None)
+        return m.Filter(must=must or None, must_not=must_not or None, min_should=min_should)
 
     def _vector(self, vector: np.ndarray | SparseVector) -> Any:
         if isinstance(vector, SparseVector):

@@ -413,6 +413,30 @@ def test_upsert_skips_objects_with_nothing_to_embed(
     assert (again.upserted, again.unchanged) == (1, 0)
 
 
+def test_the_tags_signal_wants_half_of_a_long_query(
+    loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub
+) -> None:
+    # Tags cover a query of four words when they hold two of them; one word of the four is not
+    # what was asked for (the store applies the rule as a filter on the tag term ids).
+    subjects = {
+        "cov-two": ["unicorns", "griffins"],
+        "cov-three": ["unicorns", "griffins", "basilisks"],
+        "cov-one": ["unicorns"],
+        "cov-other": ["harpies"],
+    }
+    objects = [common_pb2.CollectionObject(id=i, title=f"Bestiary leaf {i}", subjects=s) for i, s in subjects.items()]
+    assert stub.UpsertObjects(search_pb2.UpsertObjectsRequest(objects=objects), timeout=60).upserted == 4
+    try:
+        tags_only = {"text": 0.0, "keyword": 0.0, "image": 0.0, "tags": 1.0}
+        long_query = _search(stub, "unicorns griffins basilisks dragons", signal_weights=tags_only)
+        assert [h.object.id for h in long_query.hits] == ["cov-three", "cov-two"]
+        # Two words: one of them is half.
+        short_query = _search(stub, "unicorns dragons", signal_weights=tags_only)
+        assert {h.object.id for h in short_query.hits} == {"cov-one", "cov-two", "cov-three"}
+    finally:
+        stub.DeleteObjects(search_pb2.DeleteObjectsRequest(ids=list(subjects)), timeout=10)
+
+
 def test_delete(loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub) -> None:
     answer = stub.DeleteObjects(search_pb2.DeleteObjectsRequest(ids=["text-only", "never-there"]), timeout=10)
     assert answer.deleted == 1

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from vitrine.search.store import (
+    TAG_TERMS_FIELD,
     AsyncStore,
     Conditions,
     DimensionMismatch,
@@ -380,6 +381,35 @@ def test_sparse_query_filters_excludes_and_limits(keyword_store: VectorStore) ->
     assert len(keyword_store.sparse_query("ngrams", sparse(sea=1.0), limit=100)) == 18
     assert keyword_store.sparse_query("keywords", SparseVector((), ()), limit=5) == []
     assert keyword_store.sparse_query("keywords", SparseVector((99,), (1.0,)), limit=5) == []
+
+
+def test_a_query_can_ask_for_a_share_of_given_tag_terms(keyword_store: VectorStore) -> None:
+    # The tags signal's coverage rule: objects whose `tag_terms` hold at least min_tag_terms of
+    # the given ids. Object n carries the terms n % 4 and 10 + n % 3.
+    keyword_store.upsert(
+        [
+            StoredPoint(p.id, p.vectors, {**p.payload, TAG_TERMS_FIELD: [n % 4, 10 + n % 3]})
+            for n, p in enumerate(with_keywords(make_points()))
+        ]
+    )
+    query = sparse(sea=1.0, tree=1.0)
+
+    def hits(terms: tuple[int, ...], need: int) -> set[int]:
+        found = keyword_store.sparse_query(
+            "keywords", query, limit=100, conditions=Conditions(tag_terms=terms, min_tag_terms=need)
+        )
+        return {int(h.id[1:]) for h in found}
+
+    everyone = set(range(CLUSTERS * PER_CLUSTER))
+    assert hits((0, 10), 1) == {n for n in everyone if n % 4 == 0 or n % 3 == 0}
+    assert hits((0, 10), 2) == {n for n in everyone if n % 4 == 0 and n % 3 == 0}
+    assert hits((1, 2, 11), 2) == {n for n in everyone if n % 4 in (1, 2) and n % 3 == 1}
+    assert hits((7, 8, 9), 1) == set()
+    # With the other conditions: all must hold.
+    blake = keyword_store.sparse_query(
+        "keywords", query, limit=100, conditions=Conditions(artists=("Blake",), tag_terms=(0,), min_tag_terms=1)
+    )
+    assert {int(h.id[1:]) for h in blake} == {n for n in range(12, 24) if n % 4 == 0}
 
 
 def test_sparse_vectors_are_replaced_and_deleted_with_the_point(keyword_store: VectorStore) -> None:
