@@ -74,6 +74,7 @@ format: install
 
 bench: install models
 	$(PY) -m bench.run
+	$(PY) -m bench.search
 	@if ls var/tagger/models/*/meta.json >/dev/null 2>&1; then $(PY) -m bench.tagger; \
 	  else echo "tagger benchmark skipped: no trained version yet (make train, or make run once)"; fi
 

@@ -36,6 +36,9 @@ def service_channel(address: str, max_bytes: int, tls_ca_file: str = "") -> grpc
 
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# Answered as UNAVAILABLE (retry later); CANCELLED: the call was on a channel that another call
+# closed after the embedder stopped answering.
+_UNREACHABLE = {*_RETRYABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 
 
 class EmbedderClient:
@@ -95,7 +98,10 @@ class EmbedderClient:
                 return await rpc(request, timeout=self.timeout_s)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _RETRYABLE or attempt == self.retries:
-                    if exc.code() in _RETRYABLE or exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    if exc.code() in _UNREACHABLE:
+                        # A fresh channel next time: gRPC would otherwise wait out its reconnect
+                        # back-off (up to minutes) before noticing that the embedder is back.
+                        await self.close()
                         raise unavailable(
                             f"embedder at {self.address} unavailable ({exc.code().name}: {exc.details()}); retry later"
                         ) from exc

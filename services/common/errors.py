@@ -37,5 +37,11 @@ def unavailable(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.UNAVAILABLE, message)
 
 
+def outage(what: str, exc: BaseException, note: str = "") -> ServiceError:
+    """UNAVAILABLE for a dependency that failed: which one, its error in short, what to do."""
+    detail = " ".join(str(exc).split())[:200]
+    return unavailable(f"{what} is unavailable ({type(exc).__name__}: {detail});{note} retry shortly")
+
+
 def resource_exhausted(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)

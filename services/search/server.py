@@ -568,14 +568,7 @@ class SearchService:
         client = self._query_embedder
         if client is None:
             raise unavailable("the search service is starting; retry shortly")
-        try:
-            return (await client.embed_texts(model, [text[:MAX_EMBED_TEXT_CHARS]]))[0]
-        except ServiceError as exc:
-            if exc.code == grpc.StatusCode.UNAVAILABLE:
-                # A fresh channel next time: gRPC would otherwise wait out its reconnect back-off
-                # (up to minutes) before noticing that the embedder is back.
-                await client.close()
-            raise
+        return (await client.embed_texts(model, [text[:MAX_EMBED_TEXT_CHARS]]))[0]
 
     async def _dense_matches(
         self, vector_name: str, embedding: Awaitable[np.ndarray], depth: int, conditions: Conditions | None

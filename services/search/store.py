@@ -31,6 +31,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from vitrine.common.errors import outage
+
 VECTOR_NAMES = ("text", "image")
 # Sparse vectors every collection has, scored with Qdrant's IDF modifier.
 SPARSE_VECTOR_NAMES = ("keywords", "ngrams", "tags")
@@ -413,6 +415,11 @@ class VectorStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def is_outage(self, exc: Exception) -> bool:
+        """Whether an error raised by a call means the store cannot be reached right now (the
+        caller may retry), rather than a bad request or a bug."""
+        return False
+
 
 def _sync_folder(folder: Path) -> None:
     """Make renames in `folder` durable (fsync of the directory)."""
@@ -789,6 +796,14 @@ class ServerStore(VectorStore):
         else:
             self._client = QdrantClient(location=location, api_key=api_key or None, timeout=timeout_s)
 
+    def is_outage(self, exc: Exception) -> bool:
+        import httpx
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+        if isinstance(exc, UnexpectedResponse):  # the server answered: overloaded or failing
+            return exc.status_code in (429, 502, 503, 504)
+        return isinstance(exc, (ResponseHandlingException, httpx.TransportError))
+
     def stored_dimensions(self) -> dict[str, int] | None:
         if not self._client.collection_exists(self.collection):
             return None
@@ -970,7 +985,13 @@ class AsyncStore:
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        except Exception as exc:
+            if not self.store.is_outage(exc):
+                raise
+            # A write that failed here changed nothing: each is one request to the store.
+            raise outage("the vector store", exc) from exc
 
     @property
     def kind(self) -> str:

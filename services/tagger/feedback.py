@@ -7,6 +7,10 @@ replicas share), keyed by the client's feedback id, so a client that is unsure
 whether a call went through sends it again; the replay changes nothing. The latest decision per
 (object, tag) wins: it is what suggestions honour before any retraining (a rejected tag is not
 suggested again for the object; accepted and added tags count as the object's own).
+
+A database that cannot be reached (PostgreSQL down, the connection lost) or stays locked (SQLite,
+another writer for longer than the busy timeout) answers UNAVAILABLE; a batch that failed stored
+nothing (one transaction), and the next call reconnects.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitrine.common.errors import already_exists, invalid_argument
+from vitrine.common.errors import already_exists, invalid_argument, outage
 from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import tagger_pb2
 
@@ -109,6 +113,20 @@ class FeedbackStore(abc.ABC):
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.db.execute(sql, params)
 
+    @abc.abstractmethod
+    def _is_outage(self, exc: Exception) -> bool:
+        """Whether an error of the engine means the database is unreachable or busy (not bad SQL)."""
+
+    @contextlib.contextmanager
+    def _reachable(self, writing: bool = False) -> Iterator[None]:
+        """Outages of the database as UNAVAILABLE, with what the caller should do."""
+        try:
+            yield
+        except Exception as exc:
+            if not self._is_outage(exc):
+                raise
+            raise outage("the feedback database", exc, " nothing of this call was stored;" if writing else "") from exc
+
     def _create_schema(self) -> None:
         for statement in self.schema.split(";"):
             if statement.strip():
@@ -124,7 +142,7 @@ class FeedbackStore(abc.ABC):
         whole batch with ALREADY_EXISTS, storing nothing."""
         created: list[bool] = []
         now = time.time()
-        with self.lock, self._transaction():
+        with self.lock, self._reachable(writing=True), self._transaction():
             for item in items:
                 inserted = self._execute(
                     "INSERT INTO feedback (feedback_id, object_id, tag, action, curator_id, note, model_version,"
@@ -156,7 +174,7 @@ class FeedbackStore(abc.ABC):
         """Per object id, the curators' latest decision on each tag they gave feedback on."""
         ids = sorted(set(object_ids))
         answer = {object_id: Decisions(set(), set()) for object_id in ids}
-        with self.lock:
+        with self.lock, self._reachable():
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
@@ -171,12 +189,12 @@ class FeedbackStore(abc.ABC):
         return answer
 
     def object_ids(self) -> set[str]:
-        with self.lock:
+        with self.lock, self._reachable():
             return {row[0] for row in self._execute("SELECT DISTINCT object_id FROM feedback").fetchall()}
 
     def counts(self) -> dict[str, int]:
         """Stored items by action."""
-        with self.lock:
+        with self.lock, self._reachable():
             rows = self._execute("SELECT action, COUNT(*) FROM feedback GROUP BY action").fetchall()
         return {action: int(n) for action, n in rows}
 
@@ -190,14 +208,22 @@ class SqliteFeedbackStore(FeedbackStore):
 
     schema = SCHEMA
 
-    def __init__(self, path: str | Path) -> None:
+    # SQLite's answers that mean "not now" (locked, busy, I/O, disk full, cannot open).
+    OUTAGES = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_READONLY")
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 5.0) -> None:
         super().__init__()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        # A writer waits this long for another one (a backup, a second process) to let go.
+        self.db = sqlite3.connect(self.path, timeout=busy_timeout_s, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self._create_schema()
+
+    def _is_outage(self, exc: Exception) -> bool:
+        name = getattr(exc, "sqlite_errorname", "")
+        return isinstance(exc, sqlite3.OperationalError) and name.startswith(self.OUTAGES)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -221,15 +247,26 @@ class PostgresFeedbackStore(FeedbackStore):
         import psycopg
 
         super().__init__()
+        self.url = url
+        self._psycopg = psycopg
         self.db = psycopg.connect(url, autocommit=True)
         self._create_schema()
 
+    def _connection(self) -> Any:
+        """The connection, opened again after the server went away (a restart, a failover)."""
+        if self.db.closed or self.db.broken:
+            self.db = self._psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        return self.db
+
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.db.execute(sql.replace("?", "%s"), params)
+        return self._connection().execute(sql.replace("?", "%s"), params)
+
+    def _is_outage(self, exc: Exception) -> bool:
+        return isinstance(exc, (self._psycopg.OperationalError, self._psycopg.InterfaceError))
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        with self.db.transaction():
+        with self._connection().transaction():
             yield
 
 

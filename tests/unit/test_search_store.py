@@ -14,9 +14,12 @@ import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
+from vitrine.common.errors import ServiceError
+from vitrine.launcher import free_port
 from vitrine.search.store import (
     TAG_TERMS_FIELD,
     AsyncStore,
@@ -262,6 +265,33 @@ async def test_async_store(factory: StoreFactory) -> None:
     assert set(await store.get(["T00001"])) == {"T00001"}
     assert set((await store.get_vectors(["T00001"]))["T00001"]) == {"text", "image"}
     assert await store.delete(["T00001"]) == 1
+    await store.close()
+
+
+async def test_a_qdrant_server_that_goes_away_is_unavailable_and_nothing_is_half_written(tmp_path: Path) -> None:
+    from qdrant_client import QdrantClient
+
+    server = ServerStore("", "objects", path=str(tmp_path / "qdrant-local"))
+    store = AsyncStore(server)
+    await store.ensure_collection(DIMS)
+    await store.upsert(make_points()[:5])
+    reachable = server._client
+    # The server stops answering: a client for an address where nothing listens.
+    server._client = QdrantClient(url=f"http://127.0.0.1:{free_port()}", timeout=2, check_compatibility=False)
+    for call in (
+        store.upsert(make_points()[5:10]),
+        store.query("text", TEXT_CENTRES[0], limit=2),
+        store.sparse_query("keywords", SparseVector((1,), (1.0,)), limit=2),
+        store.delete(["T00001"]),
+    ):
+        with pytest.raises(ServiceError) as refused:
+            await call
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+        assert refused.value.message.startswith("the vector store is unavailable") and "retry" in refused.value.message
+    server._client.close()
+    server._client = reachable  # back again
+    assert await store.count() == 5
+    assert set(await store.get([f"T{n:05d}" for n in range(10)])) == {f"T{n:05d}" for n in range(5)}
     await store.close()
 
 

@@ -9,11 +9,13 @@ import glob
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -32,8 +34,20 @@ def postgres_binary(name: str) -> str:
     return found
 
 
+@dataclass
+class PostgresCluster:
+    url: str
+    pg_ctl: list[str]  # pg_ctl with its options, without the action
+
+    def start(self) -> None:
+        subprocess.run([*self.pg_ctl, "-w", "start"], check=True, capture_output=True)
+
+    def stop(self) -> None:
+        subprocess.run([*self.pg_ctl, "-m", "immediate", "stop"], check=True, capture_output=True)
+
+
 @pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
+def postgres() -> Iterator[PostgresCluster]:
     """A PostgreSQL cluster of its own on a Unix socket (as the postgres user when run as root,
     since the server refuses to run as root)."""
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -44,12 +58,13 @@ def postgres_url() -> Iterator[str]:
     run = [*as_postgres, postgres_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "vitrine"]
     subprocess.run(run, check=True, capture_output=True)
     options = f"-p 55433 -k {base} -c listen_addresses='' -c fsync=on"
-    start = [*as_postgres, postgres_binary("pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w"]
-    subprocess.run([*start, "start"], check=True, capture_output=True)
+    pg_ctl = [*as_postgres, postgres_binary("pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log")]
+    cluster = PostgresCluster(f"postgresql://vitrine@/postgres?host={base}&port=55433", pg_ctl)
+    cluster.start()
     try:
-        yield f"postgresql://vitrine@/postgres?host={base}&port=55433"
+        yield cluster
     finally:
-        subprocess.run([*start[:-1], "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -58,7 +73,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeedbackSt
     if request.param == "sqlite":
         opened = open_feedback_store(tmp_path / "feedback.sqlite3")
     else:
-        opened = open_feedback_store(request.getfixturevalue("postgres_url"))
+        opened = open_feedback_store(request.getfixturevalue("postgres").url)
         opened._execute("DROP TABLE IF EXISTS feedback")  # a clean table per test
         opened._create_schema()
     yield opened
@@ -106,6 +121,42 @@ def test_stored_feedback_survives_a_kill_right_after_the_call(tmp_path: Path) ->
     store = SqliteFeedbackStore(path)
     assert store.record([item("k1")], "v1") == [False]
     assert store.decisions(["T1"])["T1"].rejected == {"sea"}
+
+
+def test_a_locked_sqlite_database_is_unavailable_and_stores_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "feedback.sqlite3"
+    store = SqliteFeedbackStore(path, busy_timeout_s=0.2)
+    other = sqlite3.connect(path, isolation_level=None)  # another writer: a backup, a second process
+    other.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(ServiceError) as refused:
+        store.record([item("L1"), item("L2", tag="ship")], "v1")
+    assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+    assert "nothing of this call was stored" in refused.value.message and "retry" in refused.value.message
+    other.execute("ROLLBACK")
+    assert store.counts() == {}
+    assert store.record([item("L1"), item("L2", tag="ship")], "v1") == [True, True]
+    store.close()
+
+
+def test_postgres_down_is_unavailable_then_the_store_reconnects(postgres: PostgresCluster) -> None:
+    store = open_feedback_store(postgres.url)
+    store._execute("DROP TABLE IF EXISTS feedback")
+    store._create_schema()
+    store.record([item("p1")], "v1")
+    postgres.stop()
+    try:
+        for call in (lambda: store.record([item("p2"), item("p3", tag="ship")], "v1"), lambda: store.decisions(["T1"])):
+            with pytest.raises(ServiceError) as refused:
+                call()
+            assert refused.value.code == grpc.StatusCode.UNAVAILABLE, refused.value.message
+            assert "feedback database is unavailable" in refused.value.message
+    finally:
+        postgres.start()
+    # The next call opens a new connection; the refused batch left nothing behind.
+    assert store.counts() == {"rejected": 1}
+    assert store.record([item("p2"), item("p3", tag="ship")], "v1") == [True, True]
+    assert store.decisions(["T1"])["T1"].rejected == {"sea", "ship"}
+    store.close()
 
 
 def test_parse_says_which_field_to_fix() -> None:
