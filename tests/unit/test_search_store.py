@@ -21,6 +21,7 @@ import pytest
 from vitrine.common.errors import ServiceError
 from vitrine.launcher import free_port
 from vitrine.search.store import (
+    MAX_IDS_DROPPED_AFTER,
     TAG_TERMS_FIELD,
     AsyncStore,
     Conditions,
@@ -183,6 +184,16 @@ def test_query_filter_exclusion_and_paging(store: VectorStore) -> None:
 
     excluded = store.query("text", TEXT_CENTRES[0], limit=5, exclude_ids=ids[:3])
     assert [h.id for h in excluded] == ids[3:8]
+    # A few excluded ids are dropped from a longer answer, many are a filter in the engine: the
+    # same answers either way, with point keys too.
+    many = [*ids[:3], *(f"absent-{n}" for n in range(MAX_IDS_DROPPED_AFTER))]
+    assert [h.id for h in store.query("text", TEXT_CENTRES[0], limit=5, exclude_ids=many)] == ids[3:8]
+    keys = store.query("text", TEXT_CENTRES[0], limit=5, exclude_ids=ids[:3], keys_only=True)
+    assert [h.id for h in keys] == [point_key(i) for i in ids[3:8]]
+    assert [h.id for h in store.query("text", TEXT_CENTRES[0], limit=5, offset=2, exclude_ids=ids[:3])] == ids[5:10]
+    # Approximate (int8 where the index has it) finds the same cluster.
+    approximate = store.query("text", TEXT_CENTRES[0], limit=PER_CLUSTER, approximate=True)
+    assert {h.payload["artist"] for h in approximate} == {"Turner"}
 
     filtered = store.query(
         "text", TEXT_CENTRES[0], limit=100, conditions=Conditions(artists=("Blake",), has_image=True)
@@ -201,6 +212,9 @@ def test_recommend_best_score_follows_likes_and_excludes_examples(store: VectorS
     assert len(hits) == 8
     assert {h.payload["artist"] for h in hits} == {"Blake"}
     assert not {h.id for h in hits} & {*liked, *disliked}
+    seen = [*liked, *disliked, *(h.id for h in hits[:4]), *(f"absent-{n}" for n in range(MAX_IDS_DROPPED_AFTER))]
+    unseen = store.recommend("text", positives, negatives, limit=4, exclude_ids=seen)
+    assert [h.id for h in unseen] == [h.id for h in hits[4:8]]
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
 
