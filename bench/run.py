@@ -1,9 +1,12 @@
 """Embedder benchmark: the service against the same model called in-process, in one run.
 
-For each text model: in-process throughput at the best batch size, service throughput with many
-single-text callers (micro-batching at work) and with batched requests, and the latency one
-single-text request adds over calling the model directly. Results: bench/results/embedder.json
-and a markdown summary. Numbers are only comparable within one run on one machine.
+For each model (texts: MiniLM, MPNet; images: EfficientNet-Lite0 on the demo's painting JPEGs,
+decoded and prepared in-process too, as the service must): in-process throughput at the best
+batch size, service throughput with many single-item callers (micro-batching at work) and with
+batched requests, and the latency one single-item request adds over calling the model directly.
+Results: bench/results/embedder.json and a markdown summary. Numbers are only comparable within
+one run on one machine. CLIP is left out: its weights cannot be had here, and random weights
+never stand behind a reported figure.
 """
 
 from __future__ import annotations
@@ -15,18 +18,25 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import torch
 
-from vitrine.embedder.models.base import choose_placement
-from vitrine.embedder.models.sentence_text import SentenceTextModel, minilm, mpnet
+from vitrine.embedder.models.base import IMAGE, EmbeddingModel, choose_placement
+from vitrine.embedder.models.efficientnet import EfficientNetLite0
+from vitrine.embedder.models.images import decode_image
+from vitrine.embedder.models.sentence_text import minilm, mpnet
+from vitrine.embedder.settings import EmbedderSettings
 from vitrine.launcher import start_service
-from vitrine.v1 import embedder_pb2, embedder_pb2_grpc
+from vitrine.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+PAINTINGS = ROOT.parent / "shared" / "data" / "paintings" / "images"
+SLOW_MODELS = {"mpnet", "efficientnet-lite0"}  # a quarter of the items: same minutes as MiniLM
 SENTENCES = [
     "Landscape with a river and cattle at sunset, oil on canvas",
     "Portrait of an old woman in a black dress",
@@ -40,65 +50,97 @@ def texts(n: int) -> list[str]:
     return [f"{SENTENCES[i % len(SENTENCES)]} (no. {i})" for i in range(n)]
 
 
-def in_process(model: SentenceTextModel, n: int, batch_sizes: list[int]) -> dict[str, float]:
-    items = texts(n)
-    model.embed_texts(items[:8])  # warm-up
+def images(n: int) -> list[bytes]:
+    """The demo's painting JPEGs (200 px), as a museum system sends them."""
+    files = sorted(PAINTINGS.glob("*.jpg"))[:n]
+    return [files[i % len(files)].read_bytes() for i in range(n)]
+
+
+def embed_in_process(model: EmbeddingModel, items: list[Any]) -> None:
+    """What the service does with the items of one batch, called directly."""
+    if model.modalities == (IMAGE,):
+        limits = EmbedderSettings()
+        max_bytes = int(limits.max_image_mb * 1024 * 1024)
+        model.embed_images([model.prepare_image(decode_image(b, max_bytes, limits.max_image_pixels)) for b in items])
+    else:
+        model.embed_texts(items)
+
+
+def in_process(model: EmbeddingModel, items: list[Any], batch_sizes: list[int]) -> dict[str, Any]:
+    n = len(items)
+    embed_in_process(model, items[:8])  # warm-up
     best = {}
     for batch in batch_sizes:
         start = time.perf_counter()
         for i in range(0, n, batch):
-            model.embed_texts(items[i : i + batch])
+            embed_in_process(model, items[i : i + batch])
         best[str(batch)] = n / (time.perf_counter() - start)
     single = []
-    for text in items[:20]:
+    for item in items[:20]:
         start = time.perf_counter()
-        model.embed_texts([text])
+        embed_in_process(model, [item])
         single.append(time.perf_counter() - start)
     return {
         "per_batch_size": best,
-        "best_texts_per_s": max(best.values()),
+        "best_items_per_s": max(best.values()),
         "single_ms": statistics.median(single) * 1e3,
     }
 
 
-async def service(address: str, model: str, n: int, concurrency: int, per_request: int) -> float:
-    items = texts(n)
-    async with grpc.aio.insecure_channel(address) as channel:
+def _request(model: str, items: list[Any]) -> tuple[str, Any]:
+    """The RPC name and request that embed these items (texts or image bytes)."""
+    if items and isinstance(items[0], bytes):
+        return "EmbedImages", embedder_pb2.EmbedImagesRequest(
+            model=model, images=[common_pb2.Image(data=b) for b in items]
+        )
+    return "EmbedTexts", embedder_pb2.EmbedTextsRequest(model=model, texts=items)
+
+
+async def service(address: str, model: str, items: list[Any], concurrency: int, per_request: int) -> float:
+    n = len(items)
+    async with grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
         stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
-        await stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(model=model, texts=items[:8]))
+        method, warm_up = _request(model, items[:8])
+        await getattr(stub, method)(warm_up)
         chunks = [items[i : i + per_request] for i in range(0, n, per_request)]
         semaphore = asyncio.Semaphore(concurrency)
 
-        async def call(chunk: list[str]) -> None:
+        async def call(chunk: list[Any]) -> None:
             async with semaphore:
-                await stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(model=model, texts=chunk), timeout=600)
+                method, request = _request(model, chunk)
+                await getattr(stub, method)(request, timeout=600)
 
         start = time.perf_counter()
         await asyncio.gather(*(call(c) for c in chunks))
         return n / (time.perf_counter() - start)
 
 
-async def single_latency(address: str, model: str) -> float:
+async def single_latency(address: str, model: str, items: list[Any]) -> float:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
         samples = []
-        for text in texts(20):
+        for item in items[:20]:
+            method, request = _request(model, [item])
             start = time.perf_counter()
-            await stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(model=model, texts=[text]))
+            await getattr(stub, method)(request)
             samples.append(time.perf_counter() - start)
         return statistics.median(samples) * 1e3
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--models", default="minilm,mpnet")
-    parser.add_argument("--texts", type=int, default=512, help="texts per measurement (mpnet uses a quarter)")
+    parser.add_argument("--models", default="minilm,mpnet,efficientnet-lite0")
+    parser.add_argument("--texts", type=int, default=512, help="items per measurement (mpnet uses a quarter)")
     args = parser.parse_args()
     names = args.models.split(",")
     placement = choose_placement()
     model_dir = Path(os.environ.get("VITRINE_EMBEDDER_MODEL_DIR", Path.home() / ".cache/vitrine/models"))
-    factories = {"minilm": lambda: minilm(placement), "mpnet": lambda: mpnet(model_dir, placement)}
-    results: dict[str, object] = {
+    factories: dict[str, Callable[[], EmbeddingModel]] = {
+        "minilm": lambda: minilm(placement),
+        "mpnet": lambda: mpnet(model_dir, placement),
+        "efficientnet-lite0": lambda: EfficientNetLite0(placement),
+    }
+    results: dict[str, Any] = {
         "machine": {
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
@@ -116,25 +158,27 @@ def main() -> None:
     try:
         server.wait_serving(300)
         for name in names:
-            n = args.texts if name != "mpnet" else args.texts // 4
             model = factories[name]()
+            n = args.texts // 4 if name in SLOW_MODELS else args.texts
+            items = images(n) if model.modalities == (IMAGE,) else texts(n)
             model.load()
-            raw = in_process(model, n, [8, 32, 64])
+            raw = in_process(model, items, [8, 32, 64])
             del model
-            many_single = asyncio.run(service(server.address, name, n, concurrency=64, per_request=1))
-            batched = asyncio.run(service(server.address, name, n, concurrency=4, per_request=32))
-            latency = asyncio.run(single_latency(server.address, name))
-            results["models"][name] = {  # type: ignore[index]
-                "texts": n,
+            many_single = asyncio.run(service(server.address, name, items, concurrency=64, per_request=1))
+            batched = asyncio.run(service(server.address, name, items, concurrency=4, per_request=32))
+            latency = asyncio.run(single_latency(server.address, name, items))
+            results["models"][name] = {
+                "items": n,
+                "kind": "images" if isinstance(items[0], bytes) else "texts",
                 "in_process": raw,
-                "service_64_single_text_clients_texts_per_s": many_single,
-                "service_batched_32_texts_per_s": batched,
-                "ratio_single_clients_vs_in_process": many_single / raw["best_texts_per_s"],
-                "ratio_batched_vs_in_process": batched / raw["best_texts_per_s"],
+                "service_64_single_item_clients_per_s": many_single,
+                "service_batched_32_per_s": batched,
+                "ratio_single_clients_vs_in_process": many_single / raw["best_items_per_s"],
+                "ratio_batched_vs_in_process": batched / raw["best_items_per_s"],
                 "single_request_ms": latency,
                 "single_request_overhead_ms": latency - raw["single_ms"],
             }
-            print(name, json.dumps(results["models"][name], indent=1), flush=True)  # type: ignore[index]
+            print(name, json.dumps(results["models"][name], indent=1), flush=True)
     finally:
         server.stop()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -144,15 +188,15 @@ def main() -> None:
         "",
         f"Machine: {results['machine']}",
         "",
-        "| model | in-process best texts/s | service, 64 single-text clients | ratio | service, batches of 32 | ratio "
-        "| single request ms (overhead) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| model | items | in-process best /s | service, 64 single-item clients | ratio | service, batches of 32 "
+        "| ratio | single request ms (overhead) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, r in results["models"].items():  # type: ignore[union-attr]
+    for name, r in results["models"].items():
         lines.append(
-            f"| {name} | {r['in_process']['best_texts_per_s']:.1f} "
-            f"| {r['service_64_single_text_clients_texts_per_s']:.1f} "
-            f"| {r['ratio_single_clients_vs_in_process']:.2f}× | {r['service_batched_32_texts_per_s']:.1f} "
+            f"| {name} | {r['kind']} | {r['in_process']['best_items_per_s']:.1f} "
+            f"| {r['service_64_single_item_clients_per_s']:.1f} "
+            f"| {r['ratio_single_clients_vs_in_process']:.2f}× | {r['service_batched_32_per_s']:.1f} "
             f"| {r['ratio_batched_vs_in_process']:.2f}× | {r['single_request_ms']:.1f} "
             f"({r['single_request_overhead_ms']:+.1f}) |"
         )
