@@ -555,7 +555,17 @@ class EmbeddedStore(VectorStore):
         # An int8 copy of the dense vectors in RAM (a quarter of their size), made with the HNSW
         # index, for `approximate` queries; the others read the float32 vectors.
         int8 = qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True)
-        return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse, quantization_config=int8, wal_enabled=True)
+        # One search thread: a query runs on the calling thread instead of being handed to a pool
+        # that searches the (usually two) segments in parallel; the service makes its calls one at
+        # a time anyway (the engine holds the GIL). Measured at 100k on 2 cores: 2.4 ms a plain
+        # query instead of 3.1, filtered and recommend queries alike.
+        return qe.EdgeConfig(
+            vectors=vectors,
+            sparse_vectors=sparse,
+            quantization_config=int8,
+            max_search_threads=1,
+            wal_enabled=True,
+        )
 
     def stored_dimensions(self) -> dict[str, int] | None:
         config_file = self.path / "edge_config.json"
@@ -726,6 +736,7 @@ class EmbeddedStore(VectorStore):
             limit=limit,
             query=qe.Query.RecommendBestScore(examples, using=vector_name),
             filter=self._filter(conditions, exclude_ids),
+            params=qe.SearchParams(quantization=qe.QuantizationSearchParams(ignore=True)),  # exact
             with_payload=True,
             with_vector=False,
         )
@@ -909,6 +920,14 @@ class ServerStore(VectorStore):
             return None
         return m.Filter(must=must or None, must_not=must_not or None, min_should=min_should)
 
+    def _search_params(self, approximate: bool) -> Any:
+        """The int8 copy for approximate queries, the float32 vectors otherwise (local mode, in
+        tests, is always exact and warns about search params)."""
+        if self._local:
+            return None
+        m = self._models
+        return m.SearchParams(quantization=m.QuantizationSearchParams(ignore=not approximate))
+
     def _vector(self, vector: np.ndarray | SparseVector) -> Any:
         if isinstance(vector, SparseVector):
             return self._models.SparseVector(indices=list(vector.indices), values=list(vector.values))
@@ -957,14 +976,12 @@ class ServerStore(VectorStore):
         keys_only: bool,
         approximate: bool,
     ) -> list[ScoredObject]:
-        m = self._models
-        int8 = m.SearchParams(quantization=m.QuantizationSearchParams(ignore=not approximate))
         answer = self._client.query_points(
             self.collection,
             query=vector.tolist(),
             using=vector_name,
             query_filter=self._filter(conditions, exclude_ids),
-            search_params=None if self._local else int8,
+            search_params=self._search_params(approximate),
             limit=limit,
             offset=offset or None,
             with_payload=not keys_only,
@@ -1008,6 +1025,7 @@ class ServerStore(VectorStore):
             query=m.RecommendQuery(recommend=examples),
             using=vector_name,
             query_filter=self._filter(conditions, exclude_ids),
+            search_params=self._search_params(approximate=False),
             limit=limit,
             with_payload=True,
         )
