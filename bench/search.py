@@ -602,10 +602,12 @@ def store_methods(
 
 def query_phase(brute: tuple[list[Method], list[Method]], store: list[Method], count: int) -> dict[str, Any]:
     """A first pass of plain store queries right after the collection is opened or rebuilt (its
-    files are paged in then), reported on its own; then the multi-threaded brute force; then
-    the single-threaded brute force; then the store's queries, interleaved among themselves (a
-    brute-force scan of the whole matrix between two store queries would evict the store's data
-    from the CPU caches, and slow some kinds of store query more than others)."""
+    files are paged in then), reported on its own, and an unreported first pass of every other
+    kind of store query (each kind touches other parts of the files: the first touch of a page
+    costs a fault, and a first pass of plain queries alone would give them a warm start the
+    others lack); then the multi-threaded brute force; then the single-threaded brute force;
+    then the store's queries, interleaved among themselves (a brute-force scan of the whole
+    matrix between two store queries would evict the store's data from the CPU caches)."""
     parallel, single = brute
     plain = store[0]
     first: list[float] = []
@@ -614,6 +616,9 @@ def query_phase(brute: tuple[list[Method], list[Method]], store: list[Method], c
         start = time.perf_counter()
         found.append(plain.run(i))
         first.append((time.perf_counter() - start) * 1e3)
+    for method in store[1:]:
+        for i in range(count):
+            method.run(i)
     rows = measure(parallel, count) if parallel else {}
     time.sleep(0.5)  # let their idle threads stop spinning
     rows.update(measure(single, count))
