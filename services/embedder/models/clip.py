@@ -41,12 +41,16 @@ class ClipModel(EmbeddingModel):
         if self.config_path:
             open_clip.add_model_config(Path(self.config_path))
         precision = "fp16" if self.placement.dtype == torch.float16 else "fp32"
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            self.architecture,
-            pretrained=self.pretrained or None,
-            precision=precision,
-            device=self.placement.device,
-        )
+        # Without weights the initialisation is seeded: a restarted embedder gives the same vectors
+        # as before (tests stop and start it under a tagger trained on its vectors).
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.architecture,
+                pretrained=self.pretrained or None,
+                precision=precision,
+                device=self.placement.device,
+            )
         self.model = model.eval()
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(self.architecture)
