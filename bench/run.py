@@ -36,6 +36,9 @@ from vitrine.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PAINTINGS = ROOT.parent / "shared" / "data" / "paintings" / "images"
+# The service's default limits, which decoding checks in-process too.
+LIMITS = EmbedderSettings()
+MAX_IMAGE_BYTES = int(LIMITS.max_image_mb * 1024 * 1024)
 SLOW_MODELS = {"mpnet", "efficientnet-lite0"}  # a quarter of the items: same minutes as MiniLM
 SENTENCES = [
     "Landscape with a river and cattle at sunset, oil on canvas",
@@ -59,9 +62,8 @@ def images(n: int) -> list[bytes]:
 def embed_in_process(model: EmbeddingModel, items: list[Any]) -> None:
     """What the service does with the items of one batch, called directly."""
     if model.modalities == (IMAGE,):
-        limits = EmbedderSettings()
-        max_bytes = int(limits.max_image_mb * 1024 * 1024)
-        model.embed_images([model.prepare_image(decode_image(b, max_bytes, limits.max_image_pixels)) for b in items])
+        prepared = [model.prepare_image(decode_image(b, MAX_IMAGE_BYTES, LIMITS.max_image_pixels)) for b in items]
+        model.embed_images(prepared)
     else:
         model.embed_texts(items)
 

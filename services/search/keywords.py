@@ -223,30 +223,33 @@ def object_vectors(obj: common_pb2.CollectionObject) -> dict[str, SparseVector]:
     return document_vectors(object_fields(obj))
 
 
+def _weighted_tags(subjects: Iterable[str], machine_tags: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    """An object's tags with their weights: curators' subjects 1, machine tags their score
+    (those of score 0 or less left out)."""
+    return [(label, float(weight)) for label, weight in [*((s, 1.0) for s in subjects), *machine_tags] if weight > 0]
+
+
 def tag_vector(subjects: Iterable[str], machine_tags: Iterable[tuple[str, float]] = ()) -> SparseVector | None:
     """The `tags` vector: each term of a tag label weighted by the tag's weight (curators'
     subjects 1, machine tags their score; the best weight when a term is in several tags), and
     the spelling id of each tag word (for correction; queries of the tags signal never hold
     spelling ids, so they add nothing to scores). None when there is no tag."""
     weights: dict[int, float] = {}
-    for label, weight in [*((s, 1.0) for s in subjects), *machine_tags]:
-        if weight <= 0:
-            continue
+    for label, weight in _weighted_tags(subjects, machine_tags):
         for term in terms(label):
             index = term_id(term)
-            weights[index] = max(weights.get(index, 0.0), float(weight))
+            weights[index] = max(weights.get(index, 0.0), weight)
         for word in words(label):
             if len(word) > 2:
                 index = spelling_id(word)
-                weights[index] = max(weights.get(index, 0.0), float(weight))
+                weights[index] = max(weights.get(index, 0.0), weight)
     return SparseVector.from_dict(weights) if weights else None
 
 
 def tag_term_ids(subjects: Iterable[str], machine_tags: Iterable[tuple[str, float]] = ()) -> list[int]:
     """The term ids of an object's tags (those `tag_vector` weights), for the payload field the
     tags signal's coverage rule filters on."""
-    labels = [*subjects, *(label for label, weight in machine_tags if weight > 0)]
-    return sorted({term_id(term) for label in labels for term in terms(label)})
+    return sorted({term_id(term) for label, _ in _weighted_tags(subjects, machine_tags) for term in terms(label)})
 
 
 @dataclass(frozen=True)

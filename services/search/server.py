@@ -373,10 +373,11 @@ class SearchService:
                 # Also on objects the tagger rejected (no text to tag): they are not asked again
                 # until the version changes.
                 payload["machine_tags_version"] = tags.version if tags else tagger_version
-            tag_vector = keywords.tag_vector(o.subjects, tags.tags if tags else ())
+            machine = tags.tags if tags else ()
+            tag_vector = keywords.tag_vector(o.subjects, machine)
             if tag_vector is not None:
                 sparse[keywords.TAGS] = tag_vector
-                payload[TAG_TERMS_FIELD] = keywords.tag_term_ids(o.subjects, tags.tags if tags else ())
+                payload[TAG_TERMS_FIELD] = keywords.tag_term_ids(o.subjects, machine)
             points.append(StoredPoint(o.id, {**vectors[o.id], **sparse}, payload))
         await self.store.upsert(points)
         if self.indexer is not None:
