@@ -3,8 +3,10 @@
 Every model/modality pair has one `MicroBatcher`. Callers `submit` items and await their
 vectors; a single worker task takes the first waiting item, then gathers more until the batch
 is full (`max_batch_size`) or the first item has waited `max_wait_s`, and runs the model once in
-the model thread. The queue is bounded: when it is full, callers get RESOURCE_EXHAUSTED at once
-instead of memory growing without limit. Items whose caller has gone (cancelled, deadline) are
+the model thread. Waiting only pays when calls come concurrently, so after a batch of one item
+a lone item runs at once: a quiet service answers without the wait, a busy one fills batches.
+The queue is bounded: when it is full, callers get RESOURCE_EXHAUSTED at once instead of memory
+growing without limit. Items whose caller has gone (cancelled, deadline) are
 dropped before they reach the model.
 """
 
@@ -60,6 +62,7 @@ class MicroBatcher:
         self.max_queue = max_queue
         self._queue: asyncio.Queue[tuple[Any, asyncio.Future[np.ndarray]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._concurrent = False  # the last batch had more than one item
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name=f"batcher-{'-'.join(self.labels)}")
@@ -92,7 +95,7 @@ class MicroBatcher:
     async def _next_batch(self) -> list[tuple[Any, asyncio.Future[np.ndarray]]]:
         batch = [await self._queue.get()]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait_s
+        deadline = loop.time() + (self.max_wait_s if self._concurrent else 0.0)
         while len(batch) < self.max_batch_size:
             if not self._queue.empty():
                 batch.append(self._queue.get_nowait())
@@ -112,6 +115,7 @@ class MicroBatcher:
             batch = await self._next_batch()
             QUEUE_DEPTH.labels(*self.labels).set(self._queue.qsize())
             live = [(item, future) for item, future in batch if not future.done()]
+            self._concurrent = len(batch) > 1
             if not live:
                 continue
             timer = BATCH_SECONDS.labels(*self.labels).time()

@@ -62,13 +62,16 @@ class Embedder:
                     modality,
                     run[modality],
                     self.model_thread,
-                    self.settings.max_batch_size,
+                    self.batch_size(model),
                     self.settings.max_wait_ms / 1000,
                     self.settings.max_queue,
                 )
                 batcher.start()
                 self.batchers[(name, modality)] = batcher
         self.ready = True
+
+    def batch_size(self, model: EmbeddingModel) -> int:
+        return self.settings.max_batch_size or model.batch_size
 
     async def close(self) -> None:
         for batcher in self.batchers.values():
@@ -135,7 +138,7 @@ class Embedder:
                     dtype=info["dtype"],
                     source=info["source"],
                     test_model=info["test_model"],
-                    max_batch_size=self.settings.max_batch_size,
+                    max_batch_size=self.batch_size(model),
                     load_seconds=info["load_seconds"],
                 )
             )

@@ -34,8 +34,12 @@ class EmbedderSettings(ServerSettings):
     device: str = setting("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
     dtype: str = setting("auto", "auto (float16 on CUDA, float32 on CPU), float32 or float16.")
     torch_threads: int = setting(0, "CPU threads torch may use (0: torch's default, one per core).")
-    max_batch_size: int = setting(32, "Largest micro-batch handed to a model.")
-    max_wait_ms: float = setting(5.0, "How long the first item of a micro-batch waits for others.")
+    max_batch_size: int = setting(
+        0, "Largest micro-batch handed to a model (0: each model's own, the best measured for its device)."
+    )
+    max_wait_ms: float = setting(
+        5.0, "How long the first item of a micro-batch waits for others (only after a batch of several)."
+    )
     max_queue: int = setting(4096, "Items waiting per model; beyond it calls get RESOURCE_EXHAUSTED.")
     max_batch_items: int = setting(256, "Most texts or images in one EmbedTexts / EmbedImages request.")
     max_text_chars: int = setting(8192, "Longest text accepted (characters). Models truncate to their own token limit.")

@@ -288,7 +288,9 @@ def test_tiny_clip_is_listed_as_a_test_model(stub: embedder_pb2_grpc.EmbedderSer
     assert not listing.text_to_image_available, "random CLIP weights must not enable text-to-image search"
     assert not models["minilm"].test_model and not models[EFFNET].test_model
     assert models[EFFNET].dimension == 1360 and models["minilm"].dimension == 384
-    assert all(m.max_batch_size == 32 and m.load_seconds > 0 for m in listing.models)
+    # Each model's own micro-batch size on CPU (the setting is 0 here).
+    assert {m.name: m.max_batch_size for m in listing.models} == {"minilm": 64, EFFNET: 8, "clip": 32}
+    assert all(m.load_seconds > 0 for m in listing.models)
     assert listing.max_batch_items == 256
 
 

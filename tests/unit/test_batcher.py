@@ -124,26 +124,39 @@ async def test_max_batch_size_is_respected_and_a_full_batch_does_not_wait(execut
     assert elapsed < 1.0, "full batches must go at once, not after max_wait"
 
 
-async def test_a_lone_item_waits_max_wait_then_runs_alone(executor) -> None:
+async def test_a_lone_item_on_a_quiet_batcher_runs_at_once(executor) -> None:
+    model = FakeModel()
+    async with batcher(executor, model, max_batch_size=8, max_wait_s=5.0) as b:
+        start = time.monotonic()
+        await b.submit([1.0])
+        await b.submit([2.0])
+        elapsed = time.monotonic() - start
+    assert model.batches == [[1.0], [2.0]]
+    assert elapsed < 1.0, "with no concurrent calls, waiting for company only adds latency"
+
+
+async def test_after_a_concurrent_batch_a_lone_item_waits_max_wait(executor) -> None:
     model = FakeModel()
     async with batcher(executor, model, max_batch_size=8, max_wait_s=0.2) as b:
+        await b.submit([0.0, 0.5])  # a batch of two: calls are coming concurrently
         start = time.monotonic()
         await b.submit([1.0])
         elapsed = time.monotonic() - start
-    assert model.batches == [[1.0]]
+    assert model.batches == [[0.0, 0.5], [1.0]]
     assert 0.18 <= elapsed < 1.0
 
 
 async def test_items_arriving_within_max_wait_join_the_batch(executor) -> None:
     model = FakeModel()
     async with batcher(executor, model, max_batch_size=8, max_wait_s=0.5) as b:
+        await b.submit([0.0, 0.5])
         first = asyncio.create_task(b.submit([1.0]))
         await asyncio.sleep(0.05)
         second = asyncio.create_task(b.submit([2.0]))
         await asyncio.gather(first, second)
         await asyncio.sleep(0.6)  # later than max_wait after the first: a new batch
         await b.submit([3.0])
-    assert model.batches == [[1.0, 2.0], [3.0]]
+    assert model.batches == [[0.0, 0.5], [1.0, 2.0], [3.0]]
 
 
 async def test_full_queue_gives_resource_exhausted_at_once(executor) -> None:

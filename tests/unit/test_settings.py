@@ -136,7 +136,7 @@ def test_help_documents_every_setting_with_its_variable_and_default(capsys: pyte
 
 def test_describe_lists_variables_defaults_and_help() -> None:
     rows = {variable: (default, text) for variable, default, text in describe(EmbedderSettings, ENV_PREFIX)}
-    assert rows["VITRINE_EMBEDDER_MAX_BATCH_SIZE"][0] == "32"
+    assert rows["VITRINE_EMBEDDER_MAX_BATCH_SIZE"][0] == "0"
     assert all(text for _, text in rows.values()), "every setting needs a help text"
 
 
@@ -149,7 +149,7 @@ def test_embedder_settings_from_environment() -> None:
     )
     assert settings.model_names == ["minilm", "clip"]
     assert settings.max_wait_ms == 2.5
-    assert isinstance(settings.max_batch_size, int) and settings.max_batch_size == 32
+    assert isinstance(settings.max_batch_size, int) and settings.max_batch_size == 0  # each model's own
 
 
 def test_settings_are_frozen() -> None:

@@ -60,10 +60,18 @@ class EmbeddingModel(abc.ABC):
     dimension: int = 0
     source: str = ""
     test_model: bool = False  # random or test weights: never behind a demo or a reported figure
+    # Largest micro-batch worth forming on each kind of device: past it a forward pass gains no
+    # throughput (measured in-process by `make bench`, bench/results/embedder.json).
+    cpu_batch_size: int = 32
+    gpu_batch_size: int = 128
 
     def __init__(self, placement: Placement) -> None:
         self.placement = placement
         self.load_seconds = 0.0
+
+    @property
+    def batch_size(self) -> int:
+        return self.cpu_batch_size if self.placement.device == "cpu" else self.gpu_batch_size
 
     def load(self) -> None:
         start = time.perf_counter()

@@ -17,6 +17,7 @@ from vitrine.embedder.models.base import TEXT, EmbeddingModel, Placement
 
 class SentenceTextModel(EmbeddingModel):
     modalities = (TEXT,)
+    cpu_batch_size = 64  # MiniLM and MPNet on 2 cores: 64 texts a pass beat 32 by 10-25%
 
     def __init__(self, name: str, path: Path, placement: Placement) -> None:
         super().__init__(placement)
