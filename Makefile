@@ -48,7 +48,8 @@ models: $(MPNET)
 $(MPNET): | $(INSTALLED)
 	$(PY) scripts/fetch_models.py $(MODEL_DIR)
 
-# Command-line tools the end-to-end tests use: a real Prometheus server and promtool (Debian).
+# Command-line tools the end-to-end tests use (Debian): a real Prometheus server and promtool,
+# PostgreSQL, and headless Chromium with its WebDriver for the explorer's browser tests.
 tools:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
 	  ( $(SUDO) apt-get update -qq && \
@@ -56,6 +57,9 @@ tools:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || \
 	  ( $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null )
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null )
 
 run: install models
 	$(PY) -m vitrine.cli run $(ARGS)

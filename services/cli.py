@@ -1,10 +1,10 @@
 """`vitrine`: run the whole system on one machine (`vitrine run`), list every setting.
 
 `vitrine run` starts the embedder, the tagger and the search service (with its embedded Qdrant
-engine) as child processes, waits until each reports SERVING, loads the demo collection through
-the search service's UpsertObjects RPC (objects already stored unchanged are skipped, so a
-second start is fast), prints ready-to-paste grpcurl commands and runs until Ctrl-C, which
-drains and stops all three.
+engine) as child processes, then the explorer (the web page), waits until each reports SERVING,
+loads the demo collection through the search service's UpsertObjects RPC (objects already
+stored unchanged are skipped, so a second start is fast), prints the explorer's address and
+ready-to-paste grpcurl commands and runs until Ctrl-C, which drains and stops them all.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 from vitrine.launcher import ServiceProcess, start_service
 
 SHARED_TATE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tate"
-PORTS = {"embedder": (50051, 9101), "tagger": (50052, 9102), "search": (50053, 9103)}
+SHARED_DATA = SHARED_TATE.parent
+PORTS = {"embedder": (50051, 9101), "tagger": (50052, 9102), "search": (50053, 9103), "explorer": (8080, 9104)}
 
 
 def _grpcurl() -> str:
@@ -32,8 +33,13 @@ def _grpcurl() -> str:
 def examples(addresses: dict[str, str], demo_id: str = "D00889") -> str:
     g = _grpcurl()
     e, t, s = addresses["embedder"], addresses["tagger"], addresses["search"]
+    metrics_ports = "  ".join(f":{PORTS[name][1]}" for name in ("tagger", "search", "explorer"))
     return f"""
-Vitrine is running. Try (paste into another terminal):
+Vitrine is running.
+
+  Explorer (search, like, tag suggestions in a browser): http://{addresses["explorer"]}/
+
+Try (paste into another terminal):
 
   # what each server offers (server reflection)
   {g} -plaintext {s} list
@@ -51,7 +57,7 @@ Vitrine is running. Try (paste into another terminal):
   # tagger
   {g} -plaintext {t} vitrine.v1.TaggerService/GetTaggerInfo
 
-Metrics: http://127.0.0.1:{PORTS["embedder"][1]}/metrics  :{PORTS["tagger"][1]}  :{PORTS["search"][1]}
+Metrics: http://127.0.0.1:{PORTS["embedder"][1]}/metrics  {metrics_ports}
 Press Ctrl-C to stop.
 """
 
@@ -172,6 +178,16 @@ def run(args: argparse.Namespace) -> int:
         for service in services[1:]:
             service.wait_serving(args.ready_timeout)
             print(f"  {service.name:8s} SERVING on {service.address}", flush=True)
+        env["VITRINE_EXPLORER_SEARCH_ADDRESS"] = services[-1].address
+        env["VITRINE_EXPLORER_TAGGER_ADDRESS"] = services[1].address if tagger_ready else ""
+        # The demo's image files, which the explorer serves to the page.
+        env.setdefault(
+            "VITRINE_EXPLORER_IMAGE_ROOTS", ",".join(str(SHARED_DATA / d) for d in ("paintings", "aic-fullsize"))
+        )
+        port, metrics_port = PORTS["explorer"]
+        services.append(start_service("explorer", log_dir, env, port=port, metrics_port=metrics_port))
+        services[-1].wait_serving(args.ready_timeout)
+        print(f"  {'explorer':8s} SERVING on {services[-1].url}", flush=True)
         addresses = {s.name: s.address for s in services}
         if not args.no_demo:
             load = [sys.executable, "-m", "vitrine.search.cli", "--address", addresses["search"], "load-demo"]
@@ -206,6 +222,8 @@ def print_settings(_: argparse.Namespace) -> int:
     from vitrine.common.settings import describe
     from vitrine.embedder.settings import ENV_PREFIX as EMBEDDER
     from vitrine.embedder.settings import EmbedderSettings
+    from vitrine.explorer.settings import ENV_PREFIX as EXPLORER
+    from vitrine.explorer.settings import ExplorerSettings
     from vitrine.search.settings import ENV_PREFIX as SEARCH
     from vitrine.search.settings import SearchSettings
     from vitrine.tagger.settings import ENV_PREFIX as TAGGER
@@ -215,6 +233,7 @@ def print_settings(_: argparse.Namespace) -> int:
         ("embedder", EmbedderSettings, EMBEDDER),
         ("tagger", TaggerSettings, TAGGER),
         ("search", SearchSettings, SEARCH),
+        ("explorer", ExplorerSettings, EXPLORER),
     ):
         print(f"\n### {title}\n\n| variable | default | meaning |\n| --- | --- | --- |")
         for env_var, default, help_text in describe(cls, prefix):
@@ -225,7 +244,7 @@ def print_settings(_: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vitrine", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    run_parser = commands.add_parser("run", help="start the three services with the demo collection")
+    run_parser = commands.add_parser("run", help="start the services and the explorer with the demo collection")
     run_parser.add_argument("--all", action="store_true", help="load the whole demo collection, not the default subset")
     run_parser.add_argument("--no-demo", action="store_true", help="start the services without loading the demo")
     run_parser.add_argument(

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +24,28 @@ MODULES = {
     "embedder": "vitrine.embedder.server",
     "tagger": "vitrine.tagger.server",
     "search": "vitrine.search.server",
+    "explorer": "vitrine.explorer.server",
 }
+# Services that answer HTTP (their health is GET /readyz) rather than gRPC health checks.
+HTTP_SERVICES = {"explorer"}
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def http_health_status(address: str, timeout_s: float = 2.0) -> int | None:
+    """SERVING when http://address/readyz answers 200, NOT_SERVING on another status, None when
+    nothing answers: the same scale as `health_status`."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/readyz", timeout=timeout_s):
+            return health_pb2.HealthCheckResponse.SERVING
+    except urllib.error.HTTPError:
+        return health_pb2.HealthCheckResponse.NOT_SERVING
+    except OSError:
+        return None
 
 
 def health_status(address: str, timeout_s: float = 2.0) -> int | None:
@@ -58,8 +75,12 @@ class ServiceProcess:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}/"
+
     def health(self) -> int | None:
-        return health_status(self.address)
+        return http_health_status(self.address) if self.name in HTTP_SERVICES else health_status(self.address)
 
     def wait_serving(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

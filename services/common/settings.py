@@ -16,7 +16,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-T = TypeVar("T", bound="ServerSettings")
+T = TypeVar("T", bound="ProcessSettings")
 
 
 def setting(default: Any, help: str) -> Any:
@@ -25,14 +25,20 @@ def setting(default: Any, help: str) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
-class ServerSettings:
-    """Settings shared by every gRPC service."""
+class ProcessSettings:
+    """Settings shared by every Vitrine server process (the gRPC services and the explorer)."""
 
     host: str = setting("127.0.0.1", "Address the gRPC server binds to (0.0.0.0 in containers).")
     port: int = setting(50051, "gRPC port.")
     metrics_port: int = setting(9101, "Port of the Prometheus /metrics HTTP endpoint (0 disables it).")
     log_level: str = setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR.")
     log_format: str = setting("json", "Log format: json (one object a line) or text.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings(ProcessSettings):
+    """Settings shared by every gRPC service."""
+
     max_message_mb: int = setting(32, "Largest gRPC message accepted or sent, in MiB.")
     max_concurrent_rpcs: int = setting(256, "RPCs served at once; more are refused with RESOURCE_EXHAUSTED.")
     grace_seconds: float = setting(10.0, "On SIGTERM, how long in-flight calls may take to finish.")
@@ -102,7 +108,7 @@ def load_settings(
     return cls(**values)
 
 
-def describe(cls: type[ServerSettings], env_prefix: str) -> list[tuple[str, str, str]]:
+def describe(cls: type[ProcessSettings], env_prefix: str) -> list[tuple[str, str, str]]:
     """(environment variable, default, help) for every setting: used for docs."""
     return [
         (env_name(env_prefix, f.name), repr(f.default), f.metadata.get("help", "")) for f in dataclasses.fields(cls)

@@ -223,22 +223,25 @@ class ImageReader:
         return [self.base_dir / path]
 
     def read(self, source: str) -> common_pb2.Image:
-        """The image, or `RecordError` saying why it cannot be used."""
+        """The image (its bytes, and where they came from), or `RecordError` saying why it cannot
+        be used."""
         if re.match(r"https?://", source):
             try:
                 data = fetch_image_bytes(source, self.fetch)
             except FetchError as exc:
                 raise RecordError(f"cannot fetch image {exc}") from exc
+            origin = source
         else:
-            data = self._read_file(source)
+            path = next((p for p in self.candidates(source) if p.is_file()), None)
+            if path is None:
+                raise RecordError(f"image file not found: {source}")
+            data = self._read_file(path, source)
+            origin = str(path.resolve())
         if not data.startswith(_IMAGE_MAGIC) and not (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
             raise RecordError(f"{source} is not an image file (JPEG, PNG, WebP, GIF, BMP or TIFF)")
-        return common_pb2.Image(data=data)
+        return common_pb2.Image(data=data, origin=origin)
 
-    def _read_file(self, source: str) -> bytes:
-        path = next((p for p in self.candidates(source) if p.is_file()), None)
-        if path is None:
-            raise RecordError(f"image file not found: {source}")
+    def _read_file(self, path: Path, source: str) -> bytes:
         try:
             size = path.stat().st_size
             if size > self.max_bytes:
@@ -311,6 +314,8 @@ def object_to_payload(obj: common_pb2.CollectionObject, hash_: str, has_image: b
         payload["extra"] = dict(obj.extra)
     if obj.image.HasField("uri"):
         payload["image_uri"] = obj.image.uri
+    if obj.image.origin:
+        payload["image_origin"] = obj.image.origin
     payload["has_image"] = has_image
     payload["content_hash"] = hash_
     return payload
@@ -327,4 +332,6 @@ def payload_to_object(museum_id: str, payload: Mapping[str, Any]) -> common_pb2.
     obj.extra.update(payload.get("extra") or {})
     if payload.get("image_uri"):
         obj.image.uri = payload["image_uri"]
+    if payload.get("image_origin"):
+        obj.image.origin = payload["image_origin"]
     return obj

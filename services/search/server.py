@@ -98,6 +98,7 @@ CORRECTION_SAMPLE = 200
 ACCESSION_CANDIDATES = 20
 
 MAX_ID_CHARS = 512
+MAX_IMAGE_ORIGIN_CHARS = 2048
 # RPCs that change the collection: they need the auth token when one is configured.
 WRITE_METHODS = ("UpsertObjects", "DeleteObjects")
 MAX_DELETE_IDS = 1000
@@ -263,6 +264,11 @@ class SearchService:
                 raise invalid_argument(f"objects[{i}].id is empty: every object needs its museum id")
             if len(obj.id) > MAX_ID_CHARS:
                 raise invalid_argument(f"objects[{i}].id has {len(obj.id)} characters: at most {MAX_ID_CHARS}")
+            if len(obj.image.origin) > MAX_IMAGE_ORIGIN_CHARS:
+                raise invalid_argument(
+                    f"objects[{i}].image.origin has {len(obj.image.origin)} characters: "
+                    f"at most {MAX_IMAGE_ORIGIN_CHARS} (a file path or URL)"
+                )
             if obj.id in first_at:
                 raise invalid_argument(
                     f"id {obj.id!r} appears twice (objects[{first_at[obj.id]}] and objects[{i}]): "

@@ -39,8 +39,22 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "search": {"qdrant": {"url": "http://qdrant.databases:6333", "apiKey": "example-qdrant-key"}},
         "tagger": {"feedbackDatabaseUrl": "postgresql://vitrine:example-password@db:5432/feedback"},
+        # The explorer behind an Ingress with TLS, autoscaled.
+        "explorer": {
+            "autoscaling": {"enabled": True},
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "host": "collection.example.org",
+                "tls": [{"hosts": ["collection.example.org"], "secretName": "collection-tls"}],
+                "annotations": {"nginx.ingress.kubernetes.io/auth-type": "basic"},
+            },
+        },
         "networkPolicy": {
             "apiClients": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "cms"}}}],
+            "explorerClients": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+            ],
             "metricsScrapers": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
         },
         "image": {"registry": "registry.example.org/museum", "tag": "0.1.0"},
@@ -53,10 +67,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "secrets": {"existingSecret": "vitrine-credentials"},
         "metrics": {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False}},
         "embedder": {"modelCache": {"persistence": False}, "modelFetch": {"enabled": True}},
+        # The explorer serves image files from a claim, at the path the collection was ingested with.
+        "explorer": {"replicaCount": 3, "images": {"existingClaim": "collection-images", "mountPath": "/srv/images"}},
     },
     # The official Qdrant chart as a subchart (its own manifests are absent: it is not fetched here).
     "qdrant-subchart": {**_MONITORING_ON, "qdrant": {"enabled": True}},
-    # Everything optional switched off.
+    # Everything optional switched off (the explorer's own options too; explorer.enabled=false,
+    # which removes it whole, has its own test).
     "minimal": {
         "networkPolicy": {"enabled": False},
         "metrics": {
@@ -67,6 +84,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "tagger": {"pdb": {"enabled": False}, "autoscaling": {"enabled": False}},
         "search": {"pdb": {"enabled": False}},
         "embedder": {"pdb": {"enabled": False}, "modelFetch": {"enabled": False}},
+        "explorer": {"pdb": {"enabled": False}, "preStopSleepSeconds": 0},
         "serviceAccount": {"create": False},
         "tests": {"enabled": False},
     },

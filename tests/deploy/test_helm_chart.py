@@ -1,7 +1,8 @@
 """The Helm chart (deploy/helm/vitrine), rendered offline with the Helm SDK (helm-python-sdk) for
 several value sets (CPU-only, GPU, external Qdrant, Qdrant subchart, minimal): helm lint, every
 manifest validated by kubernetes-validate in strict mode, and what the manifests must say (GPU
-scheduling, probes, security, store modes, secrets, monitoring, documented values)."""
+scheduling, probes, security, store modes, secrets, the explorer's page, monitoring, documented
+values)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ from tests.deploy.chart import (
 from tests.deploy.crd_schemas import SCHEMAS
 from tests.deploy.observability import CHART, DASHBOARD_FILE, RULES_FILE
 
+# The gRPC services; the explorer (an HTTP server) is checked on its own below.
 COMPONENTS = ("embedder", "tagger", "search")
 PORTS = {"embedder": (50051, 9101), "tagger": (50052, 9102), "search": (50053, 9103)}
 PREFIX = {"embedder": "VITRINE_EMBEDDER_", "tagger": "VITRINE_TAGGER_", "search": "VITRINE_SEARCH_"}
+EXPLORER_PORTS = (8080, 9104)  # HTTP, metrics: the explorer's own defaults (vitrine.explorer.settings)
 # Environment variables the chart sets that no service reads yet, each with the issue that adds it.
 PENDING_SETTINGS = {"VITRINE_TAGGER_FEEDBACK_DATABASE_URL": "issue #6 (feedback database)"}
 
@@ -179,6 +182,7 @@ def test_tagger_feedback_file_is_on_a_writable_volume_or_the_given_claim() -> No
 def test_every_vitrine_variable_is_a_real_setting() -> None:
     from vitrine.common.settings import describe
     from vitrine.embedder import settings as embedder
+    from vitrine.explorer import settings as explorer
     from vitrine.search import settings as search
     from vitrine.tagger import settings as tagger
 
@@ -186,9 +190,15 @@ def test_every_vitrine_variable_is_a_real_setting() -> None:
         (embedder.EmbedderSettings, embedder.ENV_PREFIX),
         (tagger.TaggerSettings, tagger.ENV_PREFIX),
         (search.SearchSettings, search.ENV_PREFIX),
+        (explorer.ExplorerSettings, explorer.ENV_PREFIX),
     ]
     known = {row[0] for cls, prefix in classes for row in describe(cls, prefix)}
-    for value_set in VALUE_SETS.values():
+    # The explorer's options that set variables, and the write token, switched on too.
+    with_options = {
+        "secrets": {"authToken": "example-write-token"},
+        "explorer": {"images": {"existingClaim": "collection-images"}},
+    }
+    for value_set in [*VALUE_SETS.values(), with_options]:
         for d in render(value_set):
             if d["kind"] not in ("Deployment", "StatefulSet"):
                 continue
@@ -361,9 +371,167 @@ def test_the_write_token_reaches_every_service_from_the_secret() -> None:
     for name in ("search", "tagger", "embedder"):
         variable = env(container(workload(docs, name)))[f"VITRINE_{name.upper()}_AUTH_TOKEN"]
         assert variable["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "auth-token"}
+    # The explorer is a client of the tagger: it sends the token with feedback (its WRITE_TOKEN).
+    explorer = env(container(workload(docs, "explorer")))
+    assert explorer["VITRINE_EXPLORER_WRITE_TOKEN"]["secretKeyRef"] == {
+        "name": secret["metadata"]["name"],
+        "key": "auth-token",
+    }
+    assert "VITRINE_EXPLORER_AUTH_TOKEN" not in explorer
     plain = "\n".join(text for path, text in render_files(values).items() if not path.endswith("secret.yaml"))
     assert "example-write-token" not in plain
     assert "VITRINE_SEARCH_AUTH_TOKEN" not in env(container(workload(render({}), "search")))
+    assert "VITRINE_EXPLORER_WRITE_TOKEN" not in env(container(workload(render({}), "explorer")))
+    # From an existing Secret: optional, like every other key.
+    token = env(container(workload(render(VALUE_SETS["external-qdrant"]), "explorer")))["VITRINE_EXPLORER_WRITE_TOKEN"]
+    assert token == {"secretKeyRef": {"name": "vitrine-credentials", "key": "auth-token", "optional": True}}
+
+
+# ---- explorer: the web page ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_explorer_listens_in_the_container_with_http_probes_and_graceful_shutdown(value_set: str) -> None:
+    docs = render(VALUE_SETS[value_set])
+    deployment = workload(docs, "explorer")
+    assert deployment["kind"] == "Deployment", "the explorer is stateless"
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(deployment, "explorer")
+    variables = env(c)
+    http_port, metrics_port = EXPLORER_PORTS
+    assert variables["VITRINE_EXPLORER_HOST"] == "0.0.0.0"
+    assert variables["VITRINE_EXPLORER_PORT"] == str(http_port)
+    assert variables["VITRINE_EXPLORER_METRICS_PORT"] == str(metrics_port)
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": http_port, "metrics": metrics_port}
+    # Liveness and start-up: the process answers; readiness: the search service answers.
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    grace = float(variables["VITRINE_EXPLORER_GRACE_SECONDS"])
+    pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    assert pod["terminationGracePeriodSeconds"] > grace + pre_stop
+    # Stateless: a writable /tmp and, at most, the read-only image files.
+    assert not [v for v in find(docs, "PersistentVolumeClaim") if "explorer" in v["metadata"]["name"]]
+    for volume in pod["volumes"]:
+        assert "emptyDir" in volume or volume["persistentVolumeClaim"]["readOnly"] is True, volume
+    assert variables["VITRINE_EXPLORER_LOG_LEVEL"] == "INFO" and variables["VITRINE_EXPLORER_LOG_FORMAT"] == "json"
+
+
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_explorer_calls_this_releases_search_and_tagger_services(value_set: str) -> None:
+    docs = render(VALUE_SETS[value_set])
+    variables = env(container(workload(docs, "explorer")))
+    for name in ("search", "tagger"):
+        host, _, port = variables[f"VITRINE_EXPLORER_{name.upper()}_ADDRESS"].rpartition(":")
+        service = one(docs, "Service", host)
+        assert host == component(name)
+        grpc_ports = [p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"]
+        assert grpc_ports == [int(port)] == [PORTS[name][0]]
+    # The Service: port 80 to the page, and the metrics port.
+    service = one(docs, "Service", component("explorer"))
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+    assert ports == {"http": (80, "http"), "metrics": (EXPLORER_PORTS[1], "metrics")}
+
+
+def test_explorer_defaults_two_replicas_no_ingress_no_image_files() -> None:
+    docs = render({})
+    deployment = workload(docs, "explorer")
+    assert deployment["spec"]["replicas"] == 2
+    c = container(deployment)
+    assert c["image"] == "vitrine/explorer:0.1.0"
+    assert "VITRINE_EXPLORER_IMAGE_ROOTS" not in env(c)
+    assert [v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
+    assert not find(docs, "Ingress")
+    assert component("explorer") not in {h["metadata"]["name"] for h in find(docs, "HorizontalPodAutoscaler")}
+    one(docs, "PodDisruptionBudget", component("explorer"))
+    # The GPU value set's registry and tag apply to the explorer image too.
+    gpu = container(workload(render(VALUE_SETS["gpu"]), "explorer"))
+    assert gpu["image"] == "registry.example.org/museum/vitrine/explorer:0.1.0"
+
+
+def test_explorer_serves_image_files_from_a_read_only_claim() -> None:
+    values = VALUE_SETS["external-qdrant"]
+    deployment = workload(render(values), "explorer")
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(deployment)
+    assert env(c)["VITRINE_EXPLORER_IMAGE_ROOTS"] == "/srv/images"
+    assert {"name": "images", "mountPath": "/srv/images", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "images", "persistentVolumeClaim": {"claimName": "collection-images", "readOnly": True}} in pod[
+        "volumes"
+    ]
+    assert deployment["spec"]["replicas"] == 3
+
+
+def test_explorer_ingress_reaches_the_page() -> None:
+    docs = render(VALUE_SETS["gpu"])
+    ingress = one(docs, "Ingress", component("explorer"))
+    spec = ingress["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == [{"hosts": ["collection.example.org"], "secretName": "collection-tls"}]
+    (rule,) = spec["rules"]
+    assert rule["host"] == "collection.example.org"
+    (path,) = rule["http"]["paths"]
+    assert path["path"] == "/" and path["pathType"] == "Prefix"
+    assert path["backend"]["service"] == {"name": component("explorer"), "port": {"name": "http"}}
+    assert ingress["metadata"]["annotations"] == {"nginx.ingress.kubernetes.io/auth-type": "basic"}
+    # Autoscaled: the HPA owns the replica count.
+    hpa = one(docs, "HorizontalPodAutoscaler", component("explorer"))
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": component("explorer"),
+    }
+    assert "replicas" not in workload(docs, "explorer")["spec"]
+    # Without a host or class: every host, the default IngressClass.
+    docs = render({"explorer": {"ingress": {"enabled": True}}})
+    spec = one(docs, "Ingress", component("explorer"))["spec"]
+    assert "ingressClassName" not in spec and "tls" not in spec and "host" not in spec["rules"][0]
+
+
+def test_explorer_can_be_left_out() -> None:
+    values = {**VALUE_SETS["cpu-only"], "explorer": {"enabled": False}}
+    docs = render(values)
+    leftover = [
+        (d["kind"], d["metadata"]["name"])
+        for d in docs
+        if "explorer" in d["metadata"]["name"]
+        or d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "explorer"
+    ]
+    assert not leftover
+    files = render_files(values)
+    # (The example scrape config the notes end with lists every job; one without pods finds nothing.)
+    assert "explorer" not in files["vitrine/templates/NOTES.txt"].split("Prometheus without the Operator")[0]
+    (test_pod,) = find(docs, "Pod")
+    assert not [a for a in test_pod["spec"]["containers"][0]["command"][3:] if "explorer" in a]
+    # The rest is unchanged: three gRPC services, their policies and monitors.
+    assert {d["metadata"]["name"] for d in find(docs, "ServiceMonitor")} == {component(n) for n in COMPONENTS}
+    assert {d["metadata"]["name"] for d in find(docs, "NetworkPolicy")} == {component(n) for n in COMPONENTS}
+    for doc in docs:
+        if doc["kind"] not in SCHEMAS:
+            kubernetes_validate.validate(doc, KUBE_VERSIONS[0], strict=True)
+
+
+def test_helm_test_checks_the_explorer_page_too() -> None:
+    docs = render(VALUE_SETS["cpu-only"])
+    (pod,) = [d for d in docs if d["kind"] == "Pod"]
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "-c"]
+    compile(command[2], "helm-test", "exec")  # the script is valid Python
+    assert command[3:] == [
+        f"{component('embedder')}:50051",
+        f"{component('tagger')}:50052",
+        f"{component('search')}:50053",
+        f"http://{component('explorer')}:80/readyz",
+    ]
+
+
+def test_notes_tell_how_to_open_the_page() -> None:
+    notes = render_files(VALUE_SETS["cpu-only"])["vitrine/templates/NOTES.txt"]
+    assert f"kubectl -n {NAMESPACE} port-forward svc/{component('explorer')} 8080:80" in notes
+    assert "http://127.0.0.1:8080/" in notes
+    assert "vitrine-explorer" in notes
+    notes = render_files(VALUE_SETS["gpu"])["vitrine/templates/NOTES.txt"]
+    assert "https://collection.example.org/" in notes
 
 
 # ---- availability: autoscaling, disruption budgets, network policies -------------------------
@@ -372,16 +540,16 @@ def test_the_write_token_reaches_every_service_from_the_secret() -> None:
 def test_autoscalers_disruption_budgets_and_network_policies() -> None:
     docs = render(VALUE_SETS["gpu"])
     hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in find(docs, "HorizontalPodAutoscaler")}
-    assert set(hpas) == {component("tagger"), component("search")}
+    assert set(hpas) == {component("tagger"), component("search"), component("explorer")}
     for hpa in hpas.values():
         (metric,) = hpa["spec"]["metrics"]
         assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["averageUtilization"] == 70
     pdbs = {p["metadata"]["name"]: p["spec"] for p in find(docs, "PodDisruptionBudget")}
-    assert pdbs == {component(n): pdbs[component(n)] for n in COMPONENTS}
+    assert pdbs == {component(n): pdbs[component(n)] for n in (*COMPONENTS, "explorer")}
     assert all(spec["maxUnavailable"] == 1 for spec in pdbs.values())
 
     policies = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
-    assert set(policies) == {component(n) for n in COMPONENTS}
+    assert set(policies) == {component(n) for n in (*COMPONENTS, "explorer")}
     release = {"app.kubernetes.io/name": "vitrine", "app.kubernetes.io/instance": RELEASE}
     release_pods = {"podSelector": {"matchLabels": release}}
     monitoring = VALUE_SETS["gpu"]["networkPolicy"]["metricsScrapers"]
@@ -392,9 +560,19 @@ def test_autoscalers_disruption_budgets_and_network_policies() -> None:
     for name in ("tagger", "search"):
         grpc_rule, _ = policies[component(name)]["ingress"]
         assert grpc_rule["from"] == [release_pods, *VALUE_SETS["gpu"]["networkPolicy"]["apiClients"]]
-    # Without apiClients, tagger and search take gRPC from anywhere (museum systems call them).
+    # The explorer's page: from this release's pods (helm test) and explorerClients (the Ingress
+    # controller); it calls search and tagger as one of this release's pods.
+    http_rule, metrics_rule = policies[component("explorer")]["ingress"]
+    assert http_rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert http_rule["from"] == [release_pods, *VALUE_SETS["gpu"]["networkPolicy"]["explorerClients"]]
+    assert metrics_rule == {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": monitoring}
+    explorer_pod = workload(docs, "explorer")["spec"]["template"]["metadata"]["labels"]
+    assert release.items() <= explorer_pod.items()
+    # Without apiClients, tagger and search take gRPC from anywhere (museum systems call them);
+    # without explorerClients, the page is open to any client.
     policies = {p["metadata"]["name"]: p["spec"] for p in find(render({}), "NetworkPolicy")}
     assert "from" not in policies[component("search")]["ingress"][0]
+    assert "from" not in policies[component("explorer")]["ingress"][0]
 
 
 # ---- monitoring ------------------------------------------------------------------------------
@@ -403,7 +581,7 @@ def test_autoscalers_disruption_budgets_and_network_policies() -> None:
 def test_service_monitors_scrape_each_metrics_port_with_the_rules_job_names() -> None:
     docs = render(VALUE_SETS["cpu-only"])
     monitors = find(docs, "ServiceMonitor")
-    assert {m["metadata"]["name"] for m in monitors} == {component(n) for n in COMPONENTS}
+    assert {m["metadata"]["name"] for m in monitors} == {component(n) for n in (*COMPONENTS, "explorer")}
     services = find(docs, "Service")
     for monitor in monitors:
         name = monitor["metadata"]["name"].removeprefix(f"{RELEASE}-vitrine-")

@@ -129,7 +129,7 @@ def relabel(rules: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, st
 
 def test_example_scrape_config_finds_the_charts_pods_with_the_rules_job_names() -> None:
     jobs = {job["job_name"]: job for job in yaml.safe_load(SCRAPE_EXAMPLE.read_text())}
-    assert set(jobs) == {"vitrine-embedder", "vitrine-tagger", "vitrine-search"}
+    assert set(jobs) == {"vitrine-embedder", "vitrine-tagger", "vitrine-search", "vitrine-explorer"}
 
     def pod(component: str, port: str) -> dict[str, str]:
         return {

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES
-from tests.servers import ROOT, ServiceProcess, start_service
+from tests.servers import ROOT, ServiceProcess, running_service, start_service
 from tests.tagger_data import TaggerSlice, attach_images, train_small_model, write_slice
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -82,9 +82,24 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             env=os.environ,
             cwd=ROOT,
         )
-        paintings = SHARED_DATA / "paintings" / "metadata.jsonl"  # the README's Recommend example likes one
-        subprocess.run([*ingest, str(paintings), "--limit", "20", "--quiet"], check=True, env=os.environ, cwd=ROOT)
+        # The README's Recommend example likes one painting; the explorer's browser test shows a page of
+        # 24 and needs paintings left over to recommend.
+        paintings = SHARED_DATA / "paintings" / "metadata.jsonl"
+        subprocess.run([*ingest, str(paintings), "--limit", "60", "--quiet"], check=True, env=os.environ, cwd=ROOT)
         yield System(embedder, tagger, search, tagger_data, tag_paintings, models)
     finally:
         for service in reversed(started):
             service.stop()
+
+
+@pytest.fixture(scope="module")
+def explorer(system: System) -> Iterator[ServiceProcess]:
+    """The explorer (web page and gateway) in front of the system, serving the paintings' images."""
+    env = {
+        "VITRINE_EXPLORER_SEARCH_ADDRESS": system.search.address,
+        "VITRINE_EXPLORER_TAGGER_ADDRESS": system.tagger.address,
+        "VITRINE_EXPLORER_IMAGE_ROOTS": str(SHARED_DATA / "paintings"),
+        "VITRINE_EXPLORER_RPC_TIMEOUT_S": "60",
+    }
+    with running_service("explorer", env) as service:
+        yield service

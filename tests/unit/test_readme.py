@@ -8,6 +8,8 @@ from tests.servers import ROOT
 from vitrine.common.settings import describe
 from vitrine.embedder.settings import ENV_PREFIX as EMBEDDER_PREFIX
 from vitrine.embedder.settings import EmbedderSettings
+from vitrine.explorer.settings import ENV_PREFIX as EXPLORER_PREFIX
+from vitrine.explorer.settings import ExplorerSettings
 from vitrine.search.settings import ENV_PREFIX as SEARCH_PREFIX
 from vitrine.search.settings import SearchSettings
 from vitrine.tagger.settings import ENV_PREFIX as TAGGER_PREFIX
@@ -16,7 +18,12 @@ from vitrine.tagger.settings import TaggerSettings
 
 @pytest.mark.parametrize(
     ("settings", "prefix"),
-    [(EmbedderSettings, EMBEDDER_PREFIX), (TaggerSettings, TAGGER_PREFIX), (SearchSettings, SEARCH_PREFIX)],
+    [
+        (EmbedderSettings, EMBEDDER_PREFIX),
+        (TaggerSettings, TAGGER_PREFIX),
+        (SearchSettings, SEARCH_PREFIX),
+        (ExplorerSettings, EXPLORER_PREFIX),
+    ],
 )
 def test_every_setting_is_in_the_readme(settings: type, prefix: str) -> None:
     readme = (ROOT / "README.md").read_text()

@@ -78,6 +78,8 @@ def test_paintings_record_reads_the_image_next_to_the_metadata() -> None:
     assert "wikidata" not in obj.extra  # null fields are left out
     assert obj.image.data[:3] == b"\xff\xd8\xff"
     assert obj.image.data == (DATA / "paintings" / "images" / "met-247009.jpg").read_bytes()
+    # Where the bytes came from travels with them, so viewers (the explorer) can show the image.
+    assert obj.image.origin == str((DATA / "paintings" / "images" / "met-247009.jpg").resolve())
 
 
 def test_images_dir_option(tmp_path: Path) -> None:
@@ -224,6 +226,10 @@ def test_payload_round_trip() -> None:
     assert back == expected
     with_uri = common_pb2.CollectionObject(id="T2", image=common_pb2.Image(uri="https://example.org/a.jpg"))
     assert payload_to_object("T2", object_to_payload(with_uri, "h", True)).image.uri == "https://example.org/a.jpg"
+    # Bytes with their origin: the origin is kept (never the bytes).
+    with_origin = common_pb2.CollectionObject(id="T3", image=common_pb2.Image(data=b"\xff\xd8\xff", origin="/d/a.jpg"))
+    back = payload_to_object("T3", object_to_payload(with_origin, "h", True))
+    assert back.image.origin == "/d/a.jpg" and not back.image.HasField("data")
 
 
 def test_demo_subset_is_spread_and_capped() -> None:

@@ -121,12 +121,14 @@ Rendered when the chart's Secret holds the value, or (optional) from an existing
 {{- end }}
 {{- end }}
 
-{{/* Settings every service shares; call with (dict "root" $ "prefix" "VITRINE_SEARCH_" "values" .Values.search). */}}
+{{/* Settings every service shares; call with (dict "root" $ "prefix" "VITRINE_SEARCH_" "values" .Values.search).
+Optional: "port" (the container port, when it is not the Service's: the explorer's HTTP port) and
+"tokenSetting" (the setting that gets the Secret's auth-token: AUTH_TOKEN, or the explorer's WRITE_TOKEN). */}}
 {{- define "vitrine.commonEnv" -}}
 - name: {{ .prefix }}HOST
   value: "0.0.0.0"
 - name: {{ .prefix }}PORT
-  value: {{ .values.service.port | quote }}
+  value: {{ default .values.service.port .port | quote }}
 - name: {{ .prefix }}METRICS_PORT
   value: {{ .values.service.metricsPort | quote }}
 - name: {{ .prefix }}LOG_LEVEL
@@ -135,7 +137,7 @@ Rendered when the chart's Secret holds the value, or (optional) from an existing
   value: {{ .root.Values.logFormat | quote }}
 - name: {{ .prefix }}GRACE_SECONDS
   value: {{ .values.graceSeconds | quote }}
-{{- with include "vitrine.secretEnv" (dict "root" .root "name" (printf "%sAUTH_TOKEN" .prefix) "key" "auth-token" "value" .root.Values.secrets.authToken) | trim }}
+{{- with include "vitrine.secretEnv" (dict "root" .root "name" (printf "%s%s" .prefix (default "AUTH_TOKEN" .tokenSetting)) "key" "auth-token" "value" .root.Values.secrets.authToken) | trim }}
 {{ . }}
 {{- end }}
 - name: HOME
