@@ -28,6 +28,7 @@ REQUIRED_ALERTS = {
     "VitrineTargetDown",  # service down
     "VitrineServiceNotReady",  # not ready
     "VitrineHighErrorRate",  # error rate per service
+    "VitrineExplorerErrors",  # the explorer's 5xx rate (issue #14)
     "VitrineHighLatency",  # p95 latency
     "VitrineEmbedderHighLatency",
     "VitrineEmbedderQueueBacklog",  # embedder queue saturation
