@@ -239,8 +239,14 @@ class Gateway:
     async def suggestions_route(self, request: web.Request) -> web.Response:
         tagger = self._tagger()
         found = await self.get_object(request)
+        obj = found.object
+        # Search keeps where an image came from, not its bytes: send the file along so the tagger's
+        # image models see what the page shows (a URL image the tagger fetches itself).
+        path = None if obj.image.HasField("uri") else self.image_file(obj)
+        if path is not None:
+            obj.image.data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
         k = int_param(request.query, "k", 10)
-        answer = await self.call("tagger", tagger.SuggestTags, tagger_pb2.SuggestTagsRequest(object=found.object, k=k))
+        answer = await self.call("tagger", tagger.SuggestTags, tagger_pb2.SuggestTagsRequest(object=obj, k=k))
         return web.json_response(to_json(answer))
 
     async def feedback_route(self, request: web.Request) -> web.Response:
@@ -274,6 +280,23 @@ class Gateway:
                 answer["backends"][backend] = exc.code().name
         return web.json_response(answer)
 
+    def image_file(self, obj: common_pb2.CollectionObject) -> Path | None:
+        """The object's image file, when its file path or origin lies under `image_roots` (links
+        resolved first) and the file exists within MAX_IMAGE_MB; None otherwise."""
+        image = obj.image
+        location = image.uri if image.HasField("uri") else image.origin
+        if not location or location.startswith(("http://", "https://")):
+            return None
+        path = Path(location.removeprefix("file://")).resolve()
+        if not any(path.is_relative_to(root) for root in self.roots):
+            log.warning("image outside image_roots", extra={"object_id": obj.id, "path": str(path)})
+            return None
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return None
+        return path if size <= self.settings.max_image_mb * 2**20 else None
+
     async def image_route(self, request: web.Request) -> web.StreamResponse:
         found = await self.get_object(request)
         image = found.object.image
@@ -282,16 +305,12 @@ class Gateway:
             raise web.HTTPFound(location)  # IIIF and web images: the browser fetches and caches them
         if not location:
             return error_response(404, "NOT_FOUND", f"object {found.object.id!r} has no image")
-        path = Path(location.removeprefix("file://")).resolve()
-        if not any(path.is_relative_to(root) for root in self.roots):
-            log.warning("image outside image_roots", extra={"object_id": found.object.id, "path": str(path)})
-            return error_response(404, "NOT_FOUND", "the image is not in a folder this explorer serves (IMAGE_ROOTS)")
-        try:
-            stat = path.stat()
-        except OSError:
-            return error_response(404, "NOT_FOUND", f"the image file of {found.object.id!r} is missing")
-        if stat.st_size > self.settings.max_image_mb * 2**20:
-            return error_response(404, "NOT_FOUND", "the image file is larger than MAX_IMAGE_MB")
+        path = self.image_file(found.object)
+        if path is None:
+            return error_response(
+                404, "NOT_FOUND", "the image file is missing, too large, or outside the folders this explorer serves"
+            )
+        stat = path.stat()
         etag = '"' + hashlib.sha256(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:32] + '"'
         headers = {"Cache-Control": f"public, max-age={self.settings.image_cache_s}", "ETag": etag}
         if etag in request.headers.get("If-None-Match", ""):

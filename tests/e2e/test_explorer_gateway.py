@@ -9,11 +9,13 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import grpc
 import httpx
 import pytest
 
-from tests.e2e.conftest import DEMO_OBJECT, SHARED_DATA
+from tests.e2e.conftest import DEMO_OBJECT, SHARED_DATA, System
 from tests.servers import ServiceProcess, free_port, start_service
+from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc, tagger_pb2, tagger_pb2_grpc
 
 PAINTING = "met-247009"  # the first painting of the demo file: the e2e system ingests it with its image
 
@@ -75,6 +77,25 @@ def test_object_similar_and_tag_suggestions_with_explanations(http: httpx.Client
     first = suggestions["suggestions"][0]
     assert first["kind"] in ("SUGGESTION_KIND_MIMIC", "SUGGESTION_KIND_RECOMMEND")
     assert first["explanation"]["components"] and first["explanation"]["summary"]
+
+
+def test_suggestions_for_a_painting_see_its_image(http: httpx.Client, system: System) -> None:
+    """Search keeps only where the image came from; the gateway sends the file to the tagger, so
+    the page gets exactly what the tagger answers for the object with its image."""
+    search = search_pb2_grpc.SearchServiceStub(grpc.insecure_channel(system.search.address))
+    stored = search.GetObject(search_pb2.GetObjectRequest(id=PAINTING), timeout=30).object
+    assert stored.image.origin and not stored.image.HasField("data")
+    with_image = common_pb2.CollectionObject()
+    with_image.CopyFrom(stored)
+    with_image.image.data = (SHARED_DATA / "paintings" / "images" / f"{PAINTING}.jpg").read_bytes()
+    tagger = tagger_pb2_grpc.TaggerServiceStub(grpc.insecure_channel(system.tagger.address))
+    direct = tagger.SuggestTags(tagger_pb2.SuggestTagsRequest(object=with_image, k=5), timeout=60)
+    page = http.get(f"/api/objects/{PAINTING}/suggestions", params={"k": 5}).json()["suggestions"]
+    assert [(s["tag"]["label"], round(s["score"], 5)) for s in page] == [
+        (s.tag.label, round(s.score, 5)) for s in direct.suggestions
+    ]
+    evidence = {c["component"] for c in page[0]["explanation"]["components"]}
+    assert {"image_knn", "semantic_image"} <= evidence
 
 
 def test_recommend_never_returns_seen_ids(http: httpx.Client) -> None:
