@@ -1,6 +1,6 @@
 """The metrics contract between the running services and what operators watch: every metric and
 label that the alert rules and the Grafana dashboard use (the files the Helm chart ships) is really
-exported by the running embedder, tagger and search, and each /metrics passes `promtool check
+exported by the running embedder, tagger, search and explorer, and each /metrics passes `promtool check
 metrics`. A panel or alert on a metric nobody exports fails here.
 
 The services are exercised first (every model and modality, successes and errors), because
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from tests.deploy.observability import (
     rule_usages,
 )
 from tests.e2e.conftest import DEMO_OBJECT, SHARED_DATA, System
+from tests.servers import ServiceProcess
 from vitrine.v1 import (
     common_pb2,
     embedder_pb2,
@@ -40,6 +42,7 @@ from vitrine.v1 import (
 )
 
 SERVICES = ("embedder", "tagger", "search")
+SCRAPED = (*SERVICES, "explorer")  # the explorer speaks HTTP: no gRPC metrics, its own HTTP ones
 COMMON_METRICS = (
     "vitrine_grpc_requests_total",
     "vitrine_grpc_request_duration_seconds_bucket",
@@ -92,12 +95,21 @@ def exercise(system: System) -> None:
             stub.GetObject(search_pb2.GetObjectRequest(id="NO-SUCH-ID"), timeout=60)
 
 
+def exercise_explorer(explorer: ServiceProcess) -> None:
+    with urllib.request.urlopen(explorer.url + "api/search?q=ship", timeout=120) as response:
+        assert response.status == 200
+    with pytest.raises(urllib.error.HTTPError):  # an error status too
+        urllib.request.urlopen(explorer.url + "api/objects/NO-SUCH-ID", timeout=60)
+
+
 @pytest.fixture(scope="module")
-def scrapes(system: System) -> dict[str, str]:
+def scrapes(system: System, explorer: ServiceProcess) -> dict[str, str]:
     exercise(system)
+    exercise_explorer(explorer)
+    processes = {name: getattr(system, name) for name in SERVICES} | {"explorer": explorer}
     texts = {}
-    for name in SERVICES:
-        with urllib.request.urlopen(getattr(system, name).metrics_url, timeout=30) as response:
+    for name, process in processes.items():
+        with urllib.request.urlopen(process.metrics_url, timeout=30) as response:
             texts[name] = response.read().decode()
     return texts
 
@@ -114,7 +126,7 @@ def usages() -> list[Usage]:
     return rule_usages() + dashboard_usages()
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", SCRAPED)
 def test_promtool_check_metrics_is_clean(scrapes: dict[str, str], name: str) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: `make tools` installs it"
