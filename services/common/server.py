@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
 
-from vitrine.common.logs import configure_logging
 from vitrine.common.metrics import READY, ObservabilityInterceptor
+from vitrine.common.process import start_process, stop_on_signals
 from vitrine.common.security import TokenInterceptor, server_credentials
 from vitrine.common.settings import ServerSettings
 
@@ -80,12 +77,7 @@ async def run_server(
     """Serve until SIGTERM/SIGINT. `startup` runs after the port is open (health NOT_SERVING
     meanwhile); a failing startup is logged and the process exits with status 1. With an
     `auth_token` setting, the `write_methods` (full method names) need it."""
-    configure_logging(service, settings.log_level, settings.log_format)
-    shown = {k: ("***" if k == "auth_token" and v else v) for k, v in dataclasses.asdict(settings).items()}
-    log.info("starting", extra={"settings": str(shown)})
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.host)
-    READY.labels(service).set(0)
+    start_process(service, settings, secrets=("auth_token",))
 
     server = make_server(settings, write_methods)
     names = register(server)
@@ -111,10 +103,7 @@ async def run_server(
         },
     )
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
 
     startup_task = asyncio.create_task(startup()) if startup else None
     failed = False

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
 import mimetypes
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,10 +32,10 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram
 
-from vitrine.common.logs import configure_logging
 from vitrine.common.metrics import READY
+from vitrine.common.process import start_process, stop_on_signals
 from vitrine.common.security import bearer, client_channel
 from vitrine.common.settings import load_settings
 from vitrine.explorer.settings import ENV_PREFIX, ExplorerSettings
@@ -84,13 +82,18 @@ class BackendDown(Exception):
         super().__init__(f"the {backend} service {what} ({error.details() or self.code.name}); retry shortly")
 
 
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The JSON body of every error the explorer answers (the page shows `message`)."""
+    return {"error": {"code": code, "message": message}}
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    return web.json_response(error_body(code, message), status=status)
 
 
 def http_error(kind: type[web.HTTPException], code: str, message: str) -> web.HTTPException:
     """An HTTP error to raise, with the same JSON body as every other error."""
-    return kind(text=json.dumps({"error": {"code": code, "message": message}}), content_type="application/json")
+    return kind(text=json.dumps(error_body(code, message)), content_type="application/json")
 
 
 def bad_request(message: str) -> web.HTTPException:
@@ -115,6 +118,11 @@ def _add_image_urls(node: Any) -> None:
     elif isinstance(node, list):
         for value in node:
             _add_image_urls(value)
+
+
+def image_location(image: common_pb2.Image) -> str:
+    """Where an object's image is: its URI, else the origin of the bytes it was ingested with."""
+    return image.uri if image.HasField("uri") else image.origin
 
 
 def search_filter(query: Any) -> search_pb2.Filter:
@@ -260,12 +268,16 @@ class Gateway:
     async def info_route(self, request: web.Request) -> web.Response:
         """The collection, the tagger version and which backends answer; never fails as a whole."""
         answer: dict[str, Any] = {"backends": {}}
-        calls: list[tuple[str, Callable[..., Awaitable[Message]] | None, Message]] = [
-            ("collection", self.search.GetCollectionInfo, search_pb2.GetCollectionInfoRequest()),
-            ("tagger", self.tagger.GetTaggerInfo if self.tagger else None, tagger_pb2.GetTaggerInfoRequest()),
+        calls: list[tuple[str, str, Callable[..., Awaitable[Message]] | None, Message]] = [
+            ("collection", "search", self.search.GetCollectionInfo, search_pb2.GetCollectionInfoRequest()),
+            (
+                "tagger",
+                "tagger",
+                self.tagger.GetTaggerInfo if self.tagger else None,
+                tagger_pb2.GetTaggerInfoRequest(),
+            ),
         ]
-        for name, rpc, message in calls:
-            backend = "search" if name == "collection" else "tagger"
+        for name, backend, rpc, message in calls:
             if rpc is None:
                 answer[name], answer["backends"][backend] = None, "NOT_CONFIGURED"
                 continue
@@ -283,8 +295,7 @@ class Gateway:
     def image_file(self, obj: common_pb2.CollectionObject) -> Path | None:
         """The object's image file, when its file path or origin lies under `image_roots` (links
         resolved first) and the file exists within MAX_IMAGE_MB; None otherwise."""
-        image = obj.image
-        location = image.uri if image.HasField("uri") else image.origin
+        location = image_location(obj.image)
         if not location or location.startswith(("http://", "https://")):
             return None
         path = Path(location.removeprefix("file://")).resolve()
@@ -299,8 +310,7 @@ class Gateway:
 
     async def image_route(self, request: web.Request) -> web.StreamResponse:
         found = await self.get_object(request)
-        image = found.object.image
-        location = image.uri if image.HasField("uri") else image.origin
+        location = image_location(found.object.image)
         if location.startswith(("http://", "https://")):
             raise web.HTTPFound(location)  # IIIF and web images: the browser fetches and caches them
         if not location:
@@ -390,21 +400,13 @@ def make_app(settings: ExplorerSettings) -> web.Application:
 
 
 async def serve(settings: ExplorerSettings) -> None:
-    configure_logging(SERVICE, settings.log_level, settings.log_format)
-    shown = {**dataclasses.asdict(settings), "write_token": "***" if settings.write_token else ""}
-    log.info("starting", extra={"settings": str(shown)})
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.host)
+    start_process(SERVICE, settings, secrets=("write_token",))
     runner = web.AppRunner(make_app(settings), access_log=None, shutdown_timeout=settings.grace_seconds)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     READY.labels(SERVICE).set(1)
     log.info("serving", extra={"address": f"http://{settings.host}:{settings.port}/"})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await stop_on_signals().wait()
     log.info("draining", extra={"grace_seconds": settings.grace_seconds})
     READY.labels(SERVICE).set(0)
     with contextlib.suppress(Exception):
