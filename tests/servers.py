@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -17,7 +19,15 @@ from vitrine.launcher import start_service as _start
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "test-output" / "logs"
 
-__all__ = ["LOG_DIR", "ROOT", "ServiceProcess", "free_port", "running_service", "start_service"]
+__all__ = [
+    "LOG_DIR",
+    "ROOT",
+    "ServiceProcess",
+    "free_port",
+    "running_service",
+    "start_service",
+    "wait_until_answering",
+]
 
 
 def start_service(name: str, env: Mapping[str, str] | None = None, args: list[str] | None = None) -> ServiceProcess:
@@ -34,3 +44,16 @@ def running_service(
         yield service
     finally:
         service.stop()
+
+
+def wait_until_answering(service: ServiceProcess, timeout_s: float = 60) -> None:
+    """Until an HTTP service (the explorer) answers /healthz, ready or not: for a service whose
+    backends are down, which never becomes ready."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(service.url + "healthz", timeout=5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{service.name} at {service.url} did not answer /healthz in {timeout_s} s")

@@ -7,8 +7,6 @@ test-output/explorer/."""
 from __future__ import annotations
 
 import shutil
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,7 +22,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.e2e.conftest import DEMO_OBJECT, System
-from tests.servers import ROOT, ServiceProcess, free_port, start_service
+from tests.servers import ROOT, ServiceProcess, free_port, start_service, wait_until_answering
 from vitrine.v1 import search_pb2, search_pb2_grpc
 
 SCREENSHOTS = ROOT / "test-output" / "explorer"
@@ -210,7 +208,7 @@ def test_backend_down_shows_a_message_not_a_blank_page(browser: WebDriver) -> No
         "explorer", {"VITRINE_EXPLORER_SEARCH_ADDRESS": dead, "VITRINE_EXPLORER_TAGGER_ADDRESS": ""}
     )
     try:
-        wait_until_listening(service.url)
+        wait_until_answering(service)
         assert search(browser, service.url, "ship") == "error"
         error = browser.find_element(By.ID, "error")
         assert error.is_displayed() and "unavailable" in error.text.lower()
@@ -218,14 +216,3 @@ def test_backend_down_shows_a_message_not_a_blank_page(browser: WebDriver) -> No
         browser.save_screenshot(str(SCREENSHOTS / "backend-down.png"))
     finally:
         service.stop()
-
-
-def wait_until_listening(url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "healthz", timeout=5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"the explorer at {url} did not answer /healthz in {timeout_s} s")

@@ -5,7 +5,6 @@ the service's own message and a fitting HTTP status."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import DEMO_OBJECT, SHARED_DATA, System
-from tests.servers import ServiceProcess, free_port, start_service
+from tests.servers import ServiceProcess, free_port, start_service, wait_until_answering
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc, tagger_pb2, tagger_pb2_grpc
 
 PAINTING = "met-247009"  # the first painting of the demo file: the e2e system ingests it with its image
@@ -161,8 +160,8 @@ def test_backend_down_gives_503_with_the_reason() -> None:
     env = {"VITRINE_EXPLORER_SEARCH_ADDRESS": dead, "VITRINE_EXPLORER_TAGGER_ADDRESS": dead}
     service = start_service("explorer", env)  # never ready: no waiting for SERVING
     try:
+        wait_until_answering(service)
         with httpx.Client(base_url=service.url, timeout=30) as client:
-            wait_for_http(client)
             assert client.get("/healthz").status_code == 200  # the process is alive...
             ready = client.get("/readyz")
             assert ready.status_code == 503 and "search service" in error_of(ready)["message"]  # ...not ready
@@ -174,17 +173,6 @@ def test_backend_down_gives_503_with_the_reason() -> None:
             assert client.get("/").status_code == 200, "the page itself is served, so it can say what is wrong"
     finally:
         service.stop()
-
-
-def wait_for_http(client: httpx.Client, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            client.get("/healthz")
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise TimeoutError("the explorer did not answer /healthz")
 
 
 def test_json_of_errors_is_json() -> None:
