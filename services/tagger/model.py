@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from vitrine.tagger.backends.artist_prior import ArtistPrior
 from vitrine.tagger.backends.base import Backend, Context, Inputs
+from vitrine.tagger.backends.catalogue import CatalogueNeighbours
 from vitrine.tagger.backends.knn import ImageKnn, TfidfKnn, VectorKnn
 from vitrine.tagger.backends.linear import Linear
 from vitrine.tagger.backends.most_frequent import MostFrequent
@@ -34,6 +35,7 @@ BACKENDS: dict[str, type[Backend]] = {
     for cls in (
         MostFrequent,
         ArtistPrior,
+        CatalogueNeighbours,
         VectorKnn,
         ImageKnn,
         TfidfKnn,
@@ -45,7 +47,7 @@ BACKENDS: dict[str, type[Backend]] = {
 }
 # The base models whose outputs the combiner reads (most_frequent is a baseline only: the tag's
 # frequency is a combiner feature of its own).
-COMBINED = ("knn", "tfidf_knn", "linear", "omikuji", "artist_prior", "semantic_text")
+COMBINED = ("knn", "tfidf_knn", "linear", "omikuji", "artist_prior", "catalogue", "semantic_text")
 # Joined to them when the training objects have images and an image model embeds them.
 IMAGE_BACKENDS = ("image_knn", "semantic_image")
 CANDIDATES_PER_MODEL = 40
@@ -233,6 +235,11 @@ class TaggerModel:
             semantic = float(candidates.scores[backend][position]) if backend in candidates.scores else 0.0
             if semantic > 0:
                 matched.append(common_pb2.MatchedText(field=field, text=term.subject, similarity=semantic))
+        catalogue = self.backends.get("catalogue")
+        next_to = [
+            common_pb2.CatalogueNeighbour(id=i, title=title, gap=gap)
+            for i, title, gap in (catalogue.carrying(obj.id, tag) if isinstance(catalogue, CatalogueNeighbours) else [])
+        ][:SIMILAR_OBJECTS]
         supervised = self._is_supervised(ranked, position)
         suggestion = self._bare_suggestion(ranked, position, existing, doc)
         suggestion.explanation.CopyFrom(
@@ -241,7 +248,8 @@ class TaggerModel:
                 similar_objects=carrying,
                 matched_text=matched,
                 tag_paths=list(term.paths),
-                summary=_summary(term.subject, components, carrying, matched, supervised),
+                summary=_summary(term.subject, components, carrying, next_to, matched, supervised),
+                catalogue_neighbours=next_to,
             )
         )
         return suggestion
@@ -322,6 +330,7 @@ def _summary(
     subject: str,
     components: list[common_pb2.ComponentEvidence],
     carrying: list[common_pb2.SimilarObject],
+    next_to: list[common_pb2.CatalogueNeighbour],
     matched: list[common_pb2.MatchedText],
     supervised: bool,
 ) -> str:
@@ -329,6 +338,8 @@ def _summary(
     parts = [f"'{subject}': strongest evidence from {top.component}"]
     if carrying:
         parts.append(f"{len(carrying)} of the most similar tagged objects carry it (e.g. {carrying[0].id})")
+    if next_to:
+        parts.append(f"{next_to[0].id}, catalogued {next_to[0].gap} number(s) away, carries it")
     words_found = [m for m in matched if m.field != "metadata (meaning)"]
     if words_found:
         parts.append(f"its words appear in the {words_found[0].field}")

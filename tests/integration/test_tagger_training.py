@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.tagger_data import TaggerSlice, tagger_cli, train_command, train_small_model, write_slice
+from vitrine.tagger.backends.catalogue import accession
 from vitrine.tagger.data import load_documents
 from vitrine.tagger.embeddings import EmbeddingCache, Encoders, embed_objects, local_encoder
 from vitrine.tagger.feedback import Feedback, SqliteFeedbackStore
@@ -29,6 +30,7 @@ METHODS = {
     "linear",
     "omikuji",
     "artist_prior",
+    "catalogue",
     "semantic_text",
     "most_frequent",
 }
@@ -96,7 +98,7 @@ def test_explanations_reference_real_evidence(trained: tuple[TaggerSlice, Path])
     cache = EmbeddingCache(model_dir.parent / "embeddings.sqlite3")
     vectors = embed_objects(objects, "minilm", model.context.tag_vectors.shape[1], encoders, cache)
     answers = model.suggest(model.inputs(objects, vectors), 10, 0.0001)
-    similar_checked = matched_checked = 0
+    similar_checked = matched_checked = next_to_checked = 0
     kinds = set()
     for doc, suggestions in zip(dev_docs, answers, strict=True):
         assert suggestions, doc.id
@@ -113,11 +115,18 @@ def test_explanations_reference_real_evidence(trained: tuple[TaggerSlice, Path])
                 assert s.tag.id in train_docs[similar.id].subjects
                 assert similar.title == train_docs[similar.id].obj.title
                 similar_checked += 1
+            for neighbour in explanation.catalogue_neighbours:
+                # Catalogued next to the object, in the same series, and really carrying the tag.
+                assert s.tag.id in train_docs[neighbour.id].subjects
+                assert neighbour.title == train_docs[neighbour.id].obj.title
+                assert accession(neighbour.id)[0] == accession(doc.id)[0]
+                assert abs(accession(neighbour.id)[1] - accession(doc.id)[1]) == neighbour.gap > 0
+                next_to_checked += 1
             for match in explanation.matched_text:
                 if match.field in ("title", "medium"):
                     assert match.text and match.text.split()[0] in getattr(doc.obj, match.field)
                     matched_checked += 1
-    assert similar_checked > 50 and matched_checked > 0
+    assert similar_checked > 50 and matched_checked > 0 and next_to_checked > 0
     assert tagger_pb2.SUGGESTION_KIND_MIMIC in kinds
 
 

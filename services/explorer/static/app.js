@@ -1178,6 +1178,14 @@ function renderExplanation(explanation) {
       h("span", { class: "muted", text: ` ${o.id} \u00b7 similarity ${fixed(o.similarity)}` })))));
   }
 
+  const nextTo = Array.isArray(explanation.catalogue_neighbours) ? explanation.catalogue_neighbours.filter((o) => o && o.id) : [];
+  if (nextTo.length) {
+    body.push(h("h5", { text: "Catalogued next to this object, with this tag" }));
+    body.push(h("ul", { class: "evidence-list catalogue-neighbours" }, nextTo.map((o) => h("li", {},
+      h("a", { class: "open-object", href: buildHash(state, { openId: o.id }), "data-id": o.id, text: o.title || o.id }),
+      h("span", { class: "muted", text: ` ${o.id} \u00b7 ${Number(o.gap) || 0} number(s) away` })))));
+  }
+
   const matched = Array.isArray(explanation.matched_text) ? explanation.matched_text.filter((m) => m && (m.text || m.field)) : [];
   if (matched.length) {
     body.push(h("h5", { text: "Matched words" }));
