@@ -14,11 +14,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.conftest import SHARED_DATA
 from vitrine.common.errors import ServiceError
-from vitrine.embedder.models.images import decode_image, read_uri, to_rgb
+from vitrine.embedder.models.images import decode_image, read_uri, to_pixels, to_rgb
 
 MB = 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -278,3 +279,36 @@ def test_missing_and_oversized_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "big.jpg").write_bytes(bytes(101))
     with pytest.raises(ServiceError, match="larger than 100 bytes"):
         read_uri(str(tmp_path / "big.jpg"), [tmp_path], 100, 1.0)
+
+
+# --- Pixels for the models, prepared without torch arithmetic -----------------------------------
+
+
+def test_clip_preparation_equals_open_clips_own() -> None:
+    """The embedder runs open_clip's resizing steps and does ToTensor / Normalize in numpy (so
+    the decode threads start no OpenMP team of their own): the pixels must be open_clip's."""
+    import open_clip
+
+    from tests.conftest import FIXTURES
+    from vitrine.embedder.models.base import Placement
+    from vitrine.embedder.models.clip import ClipModel
+
+    config = FIXTURES / "tiny_clip.json"
+    model = ClipModel("tiny_clip", "", Placement("cpu", torch.float32), str(config))
+    model.load()
+    _, _, preprocess = open_clip.create_model_and_transforms("tiny_clip", pretrained=None)
+    for path in PAINTINGS[:3]:
+        image = decode(path.read_bytes())
+        expected = preprocess(image)
+        prepared = model.prepare_image(image)
+        assert prepared.dtype == torch.float32 and prepared.shape == expected.shape
+        assert torch.allclose(prepared, expected, atol=1e-6)
+
+
+def test_to_pixels_is_to_tensor_then_normalize() -> None:
+    from torchvision import transforms
+
+    image = decode(PAINTINGS[0].read_bytes())
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    expected = transforms.Normalize(mean, std)(transforms.ToTensor()(image))
+    assert torch.allclose(to_pixels(image, mean, std), expected, atol=1e-6)

@@ -2,8 +2,8 @@
 
 A model is loaded once (`load`), then called by the micro-batcher with whole batches. Image
 models split work in two: `prepare_image` (decode-side preprocessing, run per item in a thread
-pool) and `embed_images` (one forward pass over a stacked batch), so the model thread only runs
-the network.
+pool, with PIL and numpy only: see `images.to_pixels`) and `embed_images` (one forward pass over
+a stacked batch), so the model thread only runs the network and is the only thread using torch.
 """
 
 from __future__ import annotations

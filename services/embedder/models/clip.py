@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from vitrine.embedder.models.base import IMAGE, TEXT, EmbeddingModel, Placement, normalise
+from vitrine.embedder.models.images import to_pixels
 
 
 class ClipModel(EmbeddingModel):
@@ -52,7 +53,14 @@ class ClipModel(EmbeddingModel):
                 device=self.placement.device,
             )
         self.model = model.eval()
-        self.preprocess = preprocess
+        # open_clip's preprocessing minus its two tensor steps, which `to_pixels` does in numpy
+        # (see there why the decode threads must not run torch arithmetic).
+        from torchvision import transforms
+
+        steps = preprocess.transforms
+        normalize = next(t for t in steps if isinstance(t, transforms.Normalize))
+        self.mean, self.std = tuple(normalize.mean), tuple(normalize.std)
+        self.resize = transforms.Compose([t for t in steps if not _is_tensor_step(t)])
         self.tokenizer = open_clip.get_tokenizer(self.architecture)
         with torch.inference_mode():
             probe = self.model.encode_text(self.tokenizer(["probe"]).to(self.placement.device))
@@ -65,10 +73,15 @@ class ClipModel(EmbeddingModel):
         return normalise(features.float().cpu().numpy())
 
     def prepare_image(self, image: Image.Image) -> torch.Tensor:
-        return self.preprocess(image)
+        return to_pixels(self.resize(image), self.mean, self.std)
 
     def embed_images(self, batch: list[torch.Tensor]) -> np.ndarray:
         pixels = torch.stack(batch).to(self.placement.device, dtype=self.placement.dtype)
         with torch.inference_mode():
             features = self.model.encode_image(pixels)
         return normalise(features.float().cpu().numpy())
+
+
+def _is_tensor_step(step: object) -> bool:
+    """ToTensor / Normalize (torchvision's or open_clip's MaybeToTensor): the steps on tensors."""
+    return type(step).__name__ in ("ToTensor", "MaybeToTensor", "Normalize")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vitrine.embedder.models.base import IMAGE, EmbeddingModel, Placement, normalise
+from vitrine.embedder.models.images import to_pixels
 
 INPUT_SIZE = 224
 # Channels of the mid-level stage whose pooled output joins the last layer's (stride 16).
@@ -52,8 +53,7 @@ class EfficientNetLite0(EmbeddingModel):
 
     def prepare_image(self, image: Image.Image) -> torch.Tensor:
         resized = image.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC)
-        pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32)).permute(2, 0, 1)
-        return pixels / 127.5 - 1.0  # [0, 255] -> [-1, 1]
+        return to_pixels(resized, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # [0, 255] -> [-1, 1]
 
     def _forward(self, batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pooled last layer (1280), pooled mid-level stage (80) and ImageNet logits."""
