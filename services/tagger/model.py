@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from vitrine.tagger.backends.artist_prior import ArtistPrior
-from vitrine.tagger.backends.base import Backend, Context, Inputs
+from vitrine.tagger.backends.base import Backend, Context, Inputs, carries
 from vitrine.tagger.backends.catalogue import CatalogueNeighbours
 from vitrine.tagger.backends.knn import ImageKnn, TfidfKnn, VectorKnn
 from vitrine.tagger.backends.linear import Linear
@@ -219,8 +219,7 @@ class TaggerModel:
         components.append(common_pb2.ComponentEvidence(component="tag_frequency", contribution=prior_share))
         carrying: list[common_pb2.SimilarObject] = []
         for similarity, source, n in similar:
-            carries = tag in source.labels.indices[source.labels.indptr[n] : source.labels.indptr[n + 1]]
-            if carries and source.ids[n] not in {c.id for c in carrying}:
+            if carries(source.labels, n, tag) and source.ids[n] not in {c.id for c in carrying}:
                 carrying.append(
                     common_pb2.SimilarObject(id=source.ids[n], title=source.titles[n], similarity=similarity)
                 )

@@ -116,6 +116,11 @@ def tagged_mask(labels: sp.csr_matrix) -> np.ndarray:
     return np.diff(labels.tocsr().indptr) > 0
 
 
+def carries(labels: sp.csr_matrix, row: int, tag: int) -> bool:
+    """Whether document `row` of a label matrix carries `tag`."""
+    return bool(tag in labels.indices[labels.indptr[row] : labels.indptr[row + 1]])
+
+
 def chunks(n: int, size: int) -> list[slice]:
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 

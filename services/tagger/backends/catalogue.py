@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from vitrine.tagger.backends.base import Backend, Inputs, tagged_mask, top_k_sparse
+from vitrine.tagger.backends.base import Backend, Inputs, carries, tagged_mask, top_k_sparse
 
 # Nearest tagged neighbours taken on each side, and the widest gap still counted as "next to".
 NEIGHBOURS_EACH_SIDE = 3
@@ -76,7 +76,7 @@ class CatalogueNeighbours(Backend):
         return [
             (self.ids[row], self.titles[row], gap)
             for row, gap in self.neighbours(object_id)
-            if tag in self.labels.indices[self.labels.indptr[row] : self.labels.indptr[row + 1]]
+            if carries(self.labels, row, tag)
         ]
 
     def suggest(self, inputs: Inputs, limit: int) -> sp.csr_matrix:
