@@ -15,24 +15,11 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from vitrine.common.channels import open_channel
 from vitrine.common.errors import ServiceError, unavailable
-from vitrine.common.security import client_channel
 from vitrine.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 log = logging.getLogger("vitrine.embedder_client")
-
-
-def service_channel(address: str, max_bytes: int, tls_ca_file: str = "") -> grpc.aio.Channel:
-    """A client channel from one Vitrine service to another: message limits on both directions,
-    and with a dns:/// address of a headless Service, calls spread over every replica instead of
-    one connection pinned to one pod; TLS verified against `tls_ca_file` when given. Make it
-    inside the event loop that will use it."""
-    options = [
-        ("grpc.max_receive_message_length", max_bytes),
-        ("grpc.max_send_message_length", max_bytes),
-        ("grpc.lb_policy_name", "round_robin"),
-    ]
-    return client_channel(address, options, tls_ca_file)
 
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -56,14 +43,15 @@ class EmbedderClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self.chunk_size = chunk_size
-        self.max_bytes = max_message_mb * 1024 * 1024
+        self.max_message_mb = max_message_mb
         self._channel: grpc.aio.Channel | None = None
 
     def _open(self) -> grpc.aio.Channel:
         # Created on first use, not in __init__: a grpc.aio channel belongs to the event loop
         # that is running when it is made, and clients are often built before asyncio.run().
         if self._channel is None:
-            self._channel = service_channel(self.address, self.max_bytes, self.tls_ca_file)
+            # round_robin: with a headless Service's dns:/// name, calls spread over every replica.
+            self._channel = open_channel(self.address, self.tls_ca_file, self.max_message_mb)
             self._stub = embedder_pb2_grpc.EmbedderServiceStub(self._channel)
             self._health = health_pb2_grpc.HealthStub(self._channel)
         return self._channel

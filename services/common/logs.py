@@ -1,4 +1,9 @@
-"""Structured logging: one JSON object a line (or plain text for people at a terminal)."""
+"""Structured logging: one JSON object a line (or plain text for people at a terminal).
+
+A line logged while a trace span is active carries its `trace_id` and `span_id` (hex, as tracing
+backends show them), read from the OpenTelemetry context of the code that logs: the lines of one
+request, in every process it crossed, are found by one id.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import logging
 import sys
 import time
 from typing import Any
+
+from vitrine.common.tracing import current_ids
 
 # Attributes every LogRecord has; anything else passed with `extra=` becomes a JSON field.
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -25,6 +32,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        ids = current_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value if isinstance(value, str | int | float | bool | type(None)) else str(value)

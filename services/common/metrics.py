@@ -3,7 +3,8 @@
 The interceptor also maps `ServiceError` to gRPC statuses, turns unexpected exceptions into
 INTERNAL (logged with the traceback, never leaked to the client), refuses calls whose deadline
 has already passed, and answers request bytes that are not a valid message with INVALID_ARGUMENT
-(grpcio's own answer would be UNKNOWN).
+(grpcio's own answer would be UNKNOWN). And it writes the access log: one INFO line per call on
+logger vitrine.access (method, status code, duration, peer), unless the access_log setting is off.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from vitrine.common.errors import ServiceError, invalid_argument
 
 log = logging.getLogger("vitrine.rpc")
+# One INFO line per call (method, status, duration, peer) when the access_log setting is on.
+access_log = logging.getLogger("vitrine.access")
 
 REQUESTS = Counter(
     "vitrine_grpc_requests",
@@ -54,9 +57,10 @@ def _code_of(context: grpc.aio.ServicerContext) -> str:
 class _Call:
     """Bookkeeping for one call: in-flight gauge, latency, status code, error mapping."""
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, method: str, context: grpc.aio.ServicerContext, log_access: bool) -> None:
         self.service, self.method = _split(method)
         self.context = context
+        self.log_access = log_access
         self.code = "OK"
         self.start = time.perf_counter()
         IN_FLIGHT.labels(self.service).inc()
@@ -88,14 +92,16 @@ class _Call:
         REQUESTS.labels(self.service, self.method, self.code).inc()
         elapsed = time.perf_counter() - self.start
         LATENCY.labels(self.service, self.method).observe(elapsed)
-        log.debug(
-            "rpc",
-            extra={
-                "grpc_method": f"{self.service}/{self.method}",
-                "grpc_code": self.code,
-                "duration_ms": round(elapsed * 1000, 2),
-            },
-        )
+        if self.log_access:
+            access_log.info(
+                "rpc",
+                extra={
+                    "grpc_method": f"{self.service}/{self.method}",
+                    "grpc_code": self.code,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "peer": self.context.peer(),
+                },
+            )
 
 
 class Malformed:
@@ -132,9 +138,11 @@ def _checked(request_or_iterator: Any) -> Any:
     return messages()
 
 
-def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary_response(
+    behavior: Callable[..., Awaitable[Any]], method: str, log_access: bool
+) -> Callable[..., Awaitable[Any]]:
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(method, context)
+        call = _Call(method, context, log_access)
         cancelled = False
         try:
             await call.check_deadline()
@@ -151,10 +159,10 @@ def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], method: str) -
 
 
 def _wrap_stream_response(
-    behavior: Callable[..., AsyncIterator[Any]], method: str
+    behavior: Callable[..., AsyncIterator[Any]], method: str, log_access: bool
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(method, context)
+        call = _Call(method, context, log_access)
         cancelled = False
         try:
             await call.check_deadline()
@@ -172,6 +180,13 @@ def _wrap_stream_response(
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Metrics, error mapping and (with `access_log`) one vitrine.access line per call. Health
+    checks and reflection pass untouched: kubelet probes each pod every few seconds, which would
+    fill the access log and the request counters with noise."""
+
+    def __init__(self, access_log: bool = True) -> None:
+        self.access_log = access_log
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -183,8 +198,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             return handler
         return rebuild_handler(
             handler,
-            lambda behavior: _wrap_unary_response(behavior, method),
-            lambda behavior: _wrap_stream_response(behavior, method),
+            lambda behavior: _wrap_unary_response(behavior, method, self.access_log),
+            lambda behavior: _wrap_stream_response(behavior, method, self.access_log),
             _safe(handler.request_deserializer),
         )
 

@@ -76,15 +76,6 @@ def server_credentials(cert_file: str, key_file: str) -> grpc.ServerCredentials 
     return grpc.ssl_server_credentials([(Path(key_file).read_bytes(), Path(cert_file).read_bytes())])
 
 
-def client_channel(address: str, options: Sequence[tuple[str, Any]], tls_ca_file: str = "") -> grpc.aio.Channel:
-    """A grpc.aio channel to a Vitrine service: TLS verified against the CA bundle in
-    `tls_ca_file`, or plaintext when it is empty."""
-    if not tls_ca_file:
-        return grpc.aio.insecure_channel(address, options=options)
-    credentials = grpc.ssl_channel_credentials(Path(tls_ca_file).read_bytes())
-    return grpc.aio.secure_channel(address, credentials, options=options)
-
-
 def method_paths(service: Any, methods: Sequence[str]) -> list[str]:
     """Full method names ("/vitrine.v1.SearchService/UpsertObjects") of a service descriptor's
     `methods`, as interceptors see them."""

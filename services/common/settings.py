@@ -33,6 +33,7 @@ class ProcessSettings:
     metrics_port: int = setting(9101, "Port of the Prometheus /metrics HTTP endpoint (0 disables it).")
     log_level: str = setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR.")
     log_format: str = setting("json", "Log format: json (one object a line) or text.")
+    access_log: bool = setting(True, "One INFO line per RPC or HTTP request (logger vitrine.access); false: none.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,9 @@ class ServerSettings(ProcessSettings):
     max_message_mb: int = setting(32, "Largest gRPC message accepted or sent, in MiB.")
     max_concurrent_rpcs: int = setting(256, "RPCs served at once; more are refused with RESOURCE_EXHAUSTED.")
     grace_seconds: float = setting(10.0, "On SIGTERM, how long in-flight calls may take to finish.")
+    max_connection_age_s: float = setting(
+        0.0, "Close client connections after this many seconds: clients reconnect to new pods too (0: never)."
+    )
     auth_token: str = setting(
         "", "When set, write RPCs need the metadata 'authorization: Bearer <token>' (UNAUTHENTICATED otherwise)."
     )

@@ -10,7 +10,8 @@ INVALID_ARGUMENT 400, NOT_FOUND 404, UNAVAILABLE 503, DEADLINE_EXCEEDED 504.
 
 Health: `/healthz` (the process answers) and `/readyz` (the search service answers its health
 check). Metrics: `vitrine_http_requests_total{route,status}` and a latency histogram on
-`metrics_port`.
+`metrics_port`. With `access_log`, one vitrine.access line per request; with tracing on (an OTLP
+endpoint), a server span per request whose trace continues into search, tagger and embedder.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hashlib
 import json
 import logging
 import mimetypes
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,14 +36,17 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Histogram
 
+from vitrine.common import tracing
+from vitrine.common.channels import open_channel
 from vitrine.common.metrics import READY
-from vitrine.common.process import start_process, stop_on_signals
-from vitrine.common.security import bearer, client_channel
+from vitrine.common.process import start_process, stop_on_signals, stop_process
+from vitrine.common.security import bearer
 from vitrine.common.settings import load_settings
 from vitrine.explorer.settings import ENV_PREFIX, ExplorerSettings
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc, tagger_pb2, tagger_pb2_grpc
 
 log = logging.getLogger("vitrine.explorer")
+access_log = logging.getLogger("vitrine.access")
 STATIC = Path(__file__).resolve().parent / "static"
 SERVICE = "explorer"
 
@@ -178,10 +183,10 @@ class Gateway:
     def __init__(self, settings: ExplorerSettings) -> None:
         self.settings = settings
         self.roots = [Path(p.strip()).resolve() for p in settings.image_roots.split(",") if p.strip()]
-        self.search_channel = client_channel(settings.search_address, [], settings.tls_ca_file)
+        self.search_channel = open_channel(settings.search_address, settings.tls_ca_file)
         self.search = search_pb2_grpc.SearchServiceStub(self.search_channel)
         self.tagger_channel = (
-            client_channel(settings.tagger_address, [], settings.tls_ca_file) if settings.tagger_address else None
+            open_channel(settings.tagger_address, settings.tls_ca_file) if settings.tagger_address else None
         )
         self.tagger = tagger_pb2_grpc.TaggerServiceStub(self.tagger_channel) if self.tagger_channel else None
 
@@ -340,9 +345,24 @@ class Gateway:
         return web.json_response({"status": "SERVING"})
 
 
-@web.middleware
-async def observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
-    """Metrics and one log line per request; gRPC errors become JSON errors with HTTP statuses."""
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Kubelet probes these every few seconds: their access log lines are DEBUG (INFO when they fail),
+# and they get no spans.
+PROBES = ("/healthz", "/readyz")
+
+
+def observer(log_access: bool) -> Callable[[web.Request, Handler], Awaitable[Any]]:
+    """The middleware that records metrics and, with `log_access`, one vitrine.access line per
+    request (probes at DEBUG); gRPC errors become JSON errors with HTTP statuses."""
+
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> Any:
+        return await _observe(request, handler, log_access)
+
+    return observe
+
+
+async def _observe(request: web.Request, handler: Handler, log_access: bool) -> Any:
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     start = time.perf_counter()
     try:
@@ -360,10 +380,18 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
     elapsed = time.perf_counter() - start
     HTTP_REQUESTS.labels(route, str(response.status)).inc()
     HTTP_LATENCY.labels(route).observe(elapsed)
-    if response.status >= 500 or route.startswith("/api/"):
-        log.info(
+    if log_access:
+        access_log.log(
+            logging.DEBUG if route in PROBES and response.status < 500 else logging.INFO,
             "request",
-            extra={"route": route, "status": response.status, "ms": round(elapsed * 1e3, 1), "method": request.method},
+            extra={
+                "method": request.method,
+                "route": route,
+                "path": request.path,
+                "status": response.status,
+                "duration_ms": round(elapsed * 1e3, 2),
+                "peer": request.remote,
+            },
         )
     if isinstance(response, web.HTTPException):
         raise response
@@ -372,7 +400,7 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
 
 def make_app(settings: ExplorerSettings) -> web.Application:
     gateway = Gateway(settings)
-    app = web.Application(middlewares=[observe], client_max_size=MAX_JSON_BYTES)
+    app = web.Application(middlewares=[observer(settings.access_log)], client_max_size=MAX_JSON_BYTES)
 
     async def index(_: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
@@ -399,8 +427,22 @@ def make_app(settings: ExplorerSettings) -> web.Application:
     return app
 
 
+def instrument_http() -> None:
+    """With tracing on, each request gets a server span (its parent from the `traceparent`
+    header, when a caller sent one), the outermost middleware of every Application made after
+    this, so the gRPC calls and log lines of a request belong to its trace."""
+    if not tracing.enabled():
+        return
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+    # The instrumentation reads its exclusions from the environment; an operator's own list wins.
+    os.environ.setdefault("OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS", ",".join(f"^{p}$" for p in PROBES))
+    AioHttpServerInstrumentor().instrument()
+
+
 async def serve(settings: ExplorerSettings) -> None:
     start_process(SERVICE, settings, secrets=("write_token",))
+    instrument_http()
     runner = web.AppRunner(make_app(settings), access_log=None, shutdown_timeout=settings.grace_seconds)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
@@ -412,6 +454,7 @@ async def serve(settings: ExplorerSettings) -> None:
     with contextlib.suppress(Exception):
         await runner.cleanup()
     log.info("stopped")
+    stop_process()
 
 
 def main(argv: list[str] | None = None) -> None:

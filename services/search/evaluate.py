@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
+from vitrine.common import channels
 from vitrine.launcher import ServiceProcess, start_service
 from vitrine.search.ingest import IngestSummary, ingest, open_channel
 from vitrine.search.records import RecordError, load_records, object_text, read_rows, record_to_object
@@ -425,7 +426,7 @@ class Services(contextlib.AbstractContextManager["Services"]):
 
 
 async def list_models(address: str) -> embedder_pb2.ListModelsResponse:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with channels.open_channel(address) as channel:
         stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
         return await stub.ListModels(embedder_pb2.ListModelsRequest(), timeout=30)
 

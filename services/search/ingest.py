@@ -20,7 +20,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tqdm import tqdm
 
-from vitrine.common.security import bearer, client_channel
+from vitrine.common import channels
+from vitrine.common.security import bearer
 from vitrine.search.records import Loaded
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
 
@@ -108,9 +109,7 @@ def batches(loaded: Iterable[Loaded], summary: IngestSummary, batch_size: int) -
 
 def open_channel(address: str, max_message_mb: int = 64, tls_ca_file: str = "") -> grpc.aio.Channel:
     """A channel to the search service: plaintext, or TLS verified against `tls_ca_file`."""
-    max_bytes = max_message_mb * 1024 * 1024
-    options = [("grpc.max_send_message_length", max_bytes), ("grpc.max_receive_message_length", max_bytes)]
-    return client_channel(address, options, tls_ca_file)
+    return channels.open_channel(address, tls_ca_file, max_message_mb)
 
 
 async def wait_serving(channel: grpc.aio.Channel, address: str, timeout_s: float) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import grpc
 from prometheus_client import Counter
 
-from vitrine.common.embedder_client import service_channel
+from vitrine.common.channels import open_channel
 from vitrine.v1 import common_pb2, tagger_pb2, tagger_pb2_grpc
 
 log = logging.getLogger("vitrine.search.machine_tags")
@@ -70,7 +70,7 @@ class MachineTagger:
         self.top_k = top_k
         self.min_score = min_score
         self.timeout_s = timeout_s
-        self.max_bytes = max_message_mb * 1024 * 1024
+        self.max_message_mb = max_message_mb
         self._channel: grpc.aio.Channel | None = None
         self._stub: tagger_pb2_grpc.TaggerServiceStub | None = None
         self._version = ""
@@ -79,7 +79,7 @@ class MachineTagger:
     def _open(self) -> tagger_pb2_grpc.TaggerServiceStub:
         # Created on first use: a grpc.aio channel belongs to the event loop that makes it.
         if self._stub is None:
-            self._channel = service_channel(self.address, self.max_bytes, self.tls_ca_file)
+            self._channel = open_channel(self.address, self.tls_ca_file, self.max_message_mb)
             self._stub = tagger_pb2_grpc.TaggerServiceStub(self._channel)
         return self._stub
 

@@ -172,15 +172,14 @@ def _embedder_pb2() -> Any:
 
 
 def _embedder_stub(address: str) -> Any:
+    """A blocking stub (training runs outside an event loop), balanced over every embedder pod
+    like the services' own channels."""
     import grpc
 
+    from vitrine.common.channels import channel_options
     from vitrine.v1 import embedder_pb2_grpc
 
-    options = [
-        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-        ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ]
-    return embedder_pb2_grpc.EmbedderServiceStub(grpc.insecure_channel(address, options=options))
+    return embedder_pb2_grpc.EmbedderServiceStub(grpc.insecure_channel(address, options=channel_options(64)))
 
 
 @dataclass

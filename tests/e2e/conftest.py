@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES
+from tests.otlp import Collector, running_collector
 from tests.servers import ROOT, ServiceProcess, running_service, start_service
 from tests.tagger_data import TaggerSlice, attach_images, train_small_model, write_slice
 
@@ -38,9 +39,18 @@ class System:
 
 
 @pytest.fixture(scope="session")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+def collector() -> Iterator[Collector]:
+    """An OTLP trace receiver every service of the session exports its spans to: the e2e suite
+    runs with tracing on, as production does when a collector is configured."""
+    with running_collector() as received:
+        yield received
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory, collector: Collector) -> Iterator[System]:
     data_dir: Path = tmp_path_factory.mktemp("system")
     embedder_env = {
+        **collector.env,
         "VITRINE_EMBEDDER_MODELS": "mpnet,efficientnet-lite0,minilm,clip",
         "VITRINE_EMBEDDER_CLIP_MODEL": TINY_CLIP_CONFIG.stem,
         "VITRINE_EMBEDDER_CLIP_CONFIG": str(TINY_CLIP_CONFIG),
@@ -56,6 +66,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         models = data_dir / "tagger-models"
         train_small_model(tagger_data, models / "e2e-v1", embedder=embedder.address, image_model="clip")
         tagger_env = {
+            **collector.env,
             "VITRINE_TAGGER_EMBEDDER_ADDRESS": embedder.address,
             "VITRINE_TAGGER_MODEL_DIR": str(models),
             "VITRINE_TAGGER_VOCABULARY": str(tagger_data.vocabulary),
@@ -67,6 +78,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         search = start_service(
             "search",
             {
+                **collector.env,
                 "VITRINE_SEARCH_EMBEDDER_ADDRESS": embedder.address,
                 "VITRINE_SEARCH_DATA_DIR": str(data_dir / "search"),
                 "VITRINE_SEARCH_TAGGER_ADDRESS": tagger.address,  # machine tags at ingest
@@ -93,9 +105,10 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 
 @pytest.fixture(scope="module")
-def explorer(system: System) -> Iterator[ServiceProcess]:
+def explorer(system: System, collector: Collector) -> Iterator[ServiceProcess]:
     """The explorer (web page and gateway) in front of the system, serving the paintings' images."""
     env = {
+        **collector.env,
         "VITRINE_EXPLORER_SEARCH_ADDRESS": system.search.address,
         "VITRINE_EXPLORER_TAGGER_ADDRESS": system.tagger.address,
         "VITRINE_EXPLORER_IMAGE_ROOTS": str(SHARED_DATA / "paintings"),

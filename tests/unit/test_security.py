@@ -121,7 +121,9 @@ async def test_tls_serves_clients_that_trust_its_ca_and_refuses_plaintext(tmp_pa
         await server.stop(None)
 
 
-def test_tls_needs_both_files() -> None:
+async def test_tls_needs_both_files() -> None:
+    # A grpc.aio server belongs to an event loop: made inside one, whatever earlier tests did to
+    # the main thread's default loop.
     server = make_server(ServerSettings())
     with pytest.raises(SystemExit, match="both a certificate and a key"):
         bind(server, ServerSettings(port=0, tls_cert_file="/nowhere.pem"))
