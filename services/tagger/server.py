@@ -2,13 +2,16 @@
 
 At start-up it loads the vocabulary and the newest trained model version from `model_dir`
 (or the one `model_version` names), checks that the embedder serves the model's text model,
-and answers suggestions with explanations. Without a trained version it still starts and says
-how to train one (SuggestTags answers FAILED_PRECONDITION).
+and answers suggestions with explanations. Without a trained version it still starts (health ""
+SERVING, `vitrine.v1.TaggerService` NOT_SERVING), says how to train one (SuggestTags answers
+FAILED_PRECONDITION), and takes the first version that appears without a restart (ReloadModel, or
+polling model_dir with model_poll_s; see lifecycle.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -17,10 +20,10 @@ import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
 from vitrine.common.embedder_client import EmbedderClient
-from vitrine.common.errors import failed_precondition, invalid_argument, not_found, unavailable
+from vitrine.common.errors import ServiceError, failed_precondition, invalid_argument, not_found, unavailable
 from vitrine.common.objects import object_text
 from vitrine.common.security import method_paths
-from vitrine.common.server import run_server
+from vitrine.common.server import Health, run_server
 from vitrine.common.settings import load_settings
 from vitrine.common.validation import bounded_int
 from vitrine.tagger.audit import load_report
@@ -28,7 +31,9 @@ from vitrine.tagger.audit import response as audit_response
 from vitrine.tagger.drift import DriftMonitor
 from vitrine.tagger.embeddings import ObjectVectors, ToEmbed
 from vitrine.tagger.feedback import ACTION_NAMES, Decisions, FeedbackStore, open_feedback_store, parse
+from vitrine.tagger.lifecycle import MODEL_LOADED, SERVICE_NAME, Busy, ModelWatcher, SingleFlight
 from vitrine.tagger.model import TaggerModel
+from vitrine.tagger.model_store import is_version, newest_version, stamp, version_problem, versions
 from vitrine.tagger.safety import SafetyRules
 from vitrine.tagger.settings import ENV_PREFIX, TaggerSettings
 from vitrine.tagger.vocabulary import Vocabulary
@@ -79,8 +84,8 @@ STREAM_BATCH = 32
 WRITE_METHODS = ("SubmitFeedback", "StreamSubmitFeedback", "ReloadModel")
 MAX_STREAMED_FEEDBACK = 100_000
 TRAIN_HINT = (
-    "train one with `vitrine-tagger train --data <objects.jsonl.gz> --out {dir}/<version>` "
-    "(`make run` trains a demo version on first start)"
+    "train one with `vitrine-tagger train --data <objects.jsonl.gz> --out-dir {dir}`, then ReloadModel "
+    "(or set model_poll_s to have it loaded automatically; `make run` trains a demo version on first start)"
 )
 
 
@@ -109,15 +114,10 @@ def _worse_than(candidate: TaggerModel, current: TaggerModel) -> str:
     return ""
 
 
-def newest_version(model_dir: Path) -> Path | None:
-    """The most recently trained version folder (by its meta.json's time), if any."""
-    versions = [p.parent for p in model_dir.glob("*/meta.json")]
-    return max(versions, key=lambda p: (p / "meta.json").stat().st_mtime) if versions else None
-
-
 class Tagger:
-    def __init__(self, settings: TaggerSettings) -> None:
+    def __init__(self, settings: TaggerSettings, health: Health | None = None) -> None:
         self.settings = settings
+        self.health = health or Health(gated=(SERVICE_NAME,))
         self.embedder = EmbedderClient(
             settings.embedder_address, settings.embedder_timeout_s, tls_ca_file=settings.tls_ca_file
         )
@@ -127,7 +127,10 @@ class Tagger:
         self.safety: SafetyRules | None = None
         self.drift: DriftMonitor | None = None
         self.status_message = ""
-        self.reload_lock = asyncio.Lock()
+        # One load at a time, keyed by (version folder, force): concurrent ReloadModel calls for the
+        # same version share it instead of each loading a copy.
+        self.loads: SingleFlight[tuple[Path, bool], tuple[str, str]] = SingleFlight()
+        self.watch_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.vocabulary = await asyncio.to_thread(Vocabulary.load, self.settings.vocabulary)
@@ -138,21 +141,41 @@ class Tagger:
             FEEDBACK.labels(action)
         log.info("vocabulary loaded", extra={"terms": len(self.vocabulary), "path": self.settings.vocabulary})
         model_dir = Path(self.settings.model_dir)
+        newest = newest_version(model_dir)
+        path = newest
         if self.settings.model_version:
-            path: Path | None = model_dir / self.settings.model_version
-        else:
-            path = newest_version(model_dir)
+            problem = version_problem(self.settings.model_version)
+            if problem:
+                raise ValueError(f"model_version {problem}")
+            path = model_dir / self.settings.model_version
         if path is None:
             self.status_message = f"no trained model in {model_dir}: " + TRAIN_HINT.format(dir=model_dir)
-            log.warning("no trained model", extra={"model_dir": str(model_dir)})
         else:
-            self.model = await asyncio.to_thread(TaggerModel.load, path, self.vocabulary)
-            log.info("model loaded", extra={"version": self.model.version, "path": str(path)})
-            self.drift = _create_series(self.model)
+            model = await asyncio.to_thread(TaggerModel.load, path, self.vocabulary)
+            log.info("model loaded", extra={"version": model.version, "path": str(path)})
+            await self.install(model)
+        watcher = ModelWatcher(
+            model_dir,
+            self.settings.model_poll_s,
+            load=lambda folder: self.load(folder, force=False, by="model_poll_s"),
+            has_model=lambda: self.model is not None,
+            no_model_message=lambda: self.status_message,
+            seen=stamp(newest) if newest else None,
+            serving=lambda: self.model.directory if self.model else None,
+        )
+        watcher.remind()  # now, not only once the embedder answers
         await self.embedder.wait_until_serving(self.settings.wait_for_embedder_s)
         missing = await self.missing_embedder_models(self.model)
         if missing:
             raise RuntimeError(missing)
+        self.watch_task = asyncio.create_task(watcher.run())
+
+    async def install(self, model: TaggerModel) -> None:
+        """Serve `model` from the next call on (calls in flight finish with the one they began with)."""
+        drift = _create_series(model)
+        self.model, self.drift, self.status_message = model, drift, ""
+        MODEL_LOADED.set(1)
+        await self.health.set_gate(SERVICE_NAME, True)
 
     async def missing_embedder_models(self, model: TaggerModel | None) -> str:
         """What the embedder lacks to serve this version ('' = nothing)."""
@@ -163,35 +186,61 @@ class Tagger:
         return ""
 
     async def reload(self, version: str, force: bool) -> tuple[str, str]:
-        """Load another version while the current one keeps answering, then switch (each call
-        uses the version it started with, and says which). A version that scores below the
-        current one on the dev split, or has no recorded evaluation, needs `force`."""
-        vocabulary = self.started()
+        """Load another version (by folder name, or the newest) while the current one keeps
+        answering, then switch (each call uses the version it started with, and says which)."""
+        self.started()
         model_dir = Path(self.settings.model_dir)
-        async with self.reload_lock:
-            path = model_dir / version if version else newest_version(model_dir)
-            if path is None or not (path / "meta.json").is_file() or path.parent != model_dir:
-                known = sorted(p.parent.name for p in model_dir.glob("*/meta.json"))
-                raise not_found(f"no trained version {version!r} in {model_dir}; there are {known}")
-            try:
-                candidate = await asyncio.to_thread(TaggerModel.load, path, vocabulary)
-            except (OSError, ValueError) as exc:
-                raise failed_precondition(f"version {path.name!r} cannot be loaded: {exc}") from exc
-            current = self.model
-            if current is not None and not force:
-                refusal = _worse_than(candidate, current)
-                if refusal:
-                    raise failed_precondition(refusal + "; set force to load it anyway")
-            missing = await self.missing_embedder_models(candidate)
-            if missing:
-                raise failed_precondition(f"version {candidate.version!r} cannot be served: {missing}")
-            drift = _create_series(candidate)
-            self.model, self.drift, self.status_message = candidate, drift, ""
-            previous = current.version if current else ""
-            log.info("model reloaded", extra={"version": candidate.version, "previous": previous, "forced": force})
-            return previous, candidate.version
+        if version:
+            problem = version_problem(version)
+            if problem:
+                raise invalid_argument(f"version {problem}")
+        path = model_dir / version if version else newest_version(model_dir)
+        if path is None or not is_version(path):
+            known = [p.name for p in versions(model_dir)]
+            raise not_found(f"no trained version {version!r} in {model_dir}; there are {known}")
+        return await self.load(path, force, by="ReloadModel")
+
+    async def load(self, path: Path, force: bool, by: str) -> tuple[str, str]:
+        """(previous version, loaded version). Calls for the version being loaded wait for that
+        load and share its result; a call for another version meanwhile is refused (ABORTED)."""
+        vocabulary = self.started()
+        try:
+            return await self.loads.run((path, force), lambda: self._load(path, force, vocabulary, by))
+        except Busy as exc:
+            loading, forced = exc.key
+            raise ServiceError(
+                grpc.StatusCode.ABORTED,
+                f"version {loading.name!r} is being loaded{' (forced)' if forced else ''}: "
+                "retry in a few seconds, once that load has finished",
+            ) from exc
+
+    async def _load(self, path: Path, force: bool, vocabulary: Vocabulary, by: str) -> tuple[str, str]:
+        """A version that scores below the current one on the dev split, or has no recorded
+        evaluation, needs `force`."""
+        try:
+            candidate = await asyncio.to_thread(TaggerModel.load, path, vocabulary)
+        except (OSError, ValueError) as exc:
+            raise failed_precondition(f"version {path.name!r} cannot be loaded: {exc}") from exc
+        current = self.model
+        if current is not None and not force:
+            refusal = _worse_than(candidate, current)
+            if refusal:
+                raise failed_precondition(refusal + "; set force to load it anyway")
+        missing = await self.missing_embedder_models(candidate)
+        if missing:
+            raise failed_precondition(f"version {candidate.version!r} cannot be served: {missing}")
+        await self.install(candidate)
+        previous = current.version if current else ""
+        log.info(
+            "model reloaded", extra={"version": candidate.version, "previous": previous, "forced": force, "by": by}
+        )
+        return previous, candidate.version
 
     async def close(self) -> None:
+        if self.watch_task is not None:
+            self.watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watch_task
         await self.embedder.close()
         if self.feedback:
             self.feedback.close()
@@ -401,7 +450,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     writes = method_paths(tagger_pb2.DESCRIPTOR.services_by_name["TaggerService"], WRITE_METHODS)
     asyncio.run(
-        run_server("tagger", settings, register, startup=tagger.start, shutdown=tagger.close, write_methods=writes)
+        run_server(
+            "tagger",
+            settings,
+            register,
+            startup=tagger.start,
+            shutdown=tagger.close,
+            write_methods=writes,
+            health_state=tagger.health,
+        )
     )
 
 

@@ -25,6 +25,11 @@ class TaggerSettings(ServerSettings):
     )
     model_dir: str = setting("var/tagger/models", "Folder of trained model versions (one sub-folder each).")
     model_version: str = setting("", "Version (sub-folder of model_dir) to serve; empty = the newest trained.")
+    model_poll_s: float = setting(
+        0.0,
+        "Seconds between checks of model_dir for a newer complete version, loaded like ReloadModel without "
+        "force (0 = off).",
+    )
     max_text_chars: int = setting(20_000, "Largest total text of one object accepted by SuggestTags.")
     safety_rules: str = setting(
         str(Path(__file__).resolve().parent / "rules" / "safety.json"),

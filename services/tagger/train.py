@@ -45,7 +45,10 @@ def train_model(
     refit: bool = True,
     cache: EmbeddingCache | None = None,
     say: Callable[[str], None] = print,
+    version: str = "",
 ) -> TaggerModel:
+    """Train into `out`; the version is named `version` (default: the folder's name), since
+    `out` may be the partial folder a version is written to before it is published."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -136,7 +139,7 @@ def train_model(
         say("base models kept from the base part (no refit)")
 
     model.meta = {
-        "version": out.name,
+        "version": version or out.name,
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "text_model": text_model,
         "image_model": encoders.image_model if tag_image_vectors is not None else "",

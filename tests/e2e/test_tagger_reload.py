@@ -1,6 +1,7 @@
 """ReloadModel on the running tagger: another version is loaded while calls keep being answered
 (none fails, each says which version answered), a version that scores worse on dev or has no
-evaluation is refused unless forced, and unknown versions are NOT_FOUND."""
+evaluation is refused unless forced, unknown versions are NOT_FOUND and names that are no folder
+of the model directory INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
@@ -82,9 +83,16 @@ def test_worse_version_needs_force_and_calls_never_fail_while_switching(
     assert back.model_version == serving
 
 
-@pytest.mark.parametrize("version", ["no-such-version", "../tagger-data", "/etc"])
-def test_unknown_versions_are_not_found(stub: tagger_pb2_grpc.TaggerServiceStub, version: str) -> None:
+def test_unknown_versions_are_not_found(stub: tagger_pb2_grpc.TaggerServiceStub) -> None:
     with pytest.raises(grpc.RpcError) as refused:
-        stub.ReloadModel(tagger_pb2.ReloadModelRequest(version=version), timeout=60)
+        stub.ReloadModel(tagger_pb2.ReloadModelRequest(version="no-such-version"), timeout=60)
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
     assert "no trained version" in refused.value.details()
+
+
+@pytest.mark.parametrize("version", ["../tagger-data", "/etc", ".."])
+def test_names_outside_the_model_folder_are_invalid(stub: tagger_pb2_grpc.TaggerServiceStub, version: str) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ReloadModel(tagger_pb2.ReloadModelRequest(version=version), timeout=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith(f"version {version!r}")
