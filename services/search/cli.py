@@ -5,16 +5,19 @@
     vitrine-search info
     vitrine-search search "sailing ship in a storm"
     vitrine-search eval --data tate_dev.jsonl.gz --out eval/   # search and recommend quality
+    vitrine-search snapshot --out backup.tar                   # consistent copy of the store
+    vitrine-search restore backup.tar --data-dir var/search   # with the service stopped
 
 Every command is a client of the search service's RPCs (UpsertObjects, GetCollectionInfo,
 Search): the service does the embedding and storing. `eval` starts a search service of its own
-on a fresh store (see evaluate.py).
+on a fresh store (see evaluate.py); `restore` works on a data folder, with no service running.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -25,10 +28,12 @@ from typing import Any
 
 import grpc
 
-from vitrine.search import evaluate
+from vitrine.common.security import bearer
+from vitrine.search import evaluate, snapshot, snapshot_restore
 from vitrine.search.ingest import IngestError, IngestSummary, collection_info, ingest, open_channel
 from vitrine.search.records import DEFAULT_MAX_IMAGE_BYTES, RecordError, count_rows, load_records, read_rows
 from vitrine.search.settings import DEFAULT_ADDRESS
+from vitrine.search.store import StoreError
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
 
 # services/search/cli.py -> the repository root, whose sibling holds the shared data.
@@ -167,6 +172,83 @@ async def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(s: search_pb2.Snapshot) -> str:
+    objects = f"{s.objects} objects, " if s.HasField("objects") else ""
+    where = f"{s.store} store, collection {s.collection}"
+    return f"snapshot {s.name} ({where}): {objects}{s.size_bytes} bytes, sha256 {s.sha256 or '?'}"
+
+
+async def _download(stub: search_pb2_grpc.SearchServiceStub, name: str, out: Path, token: str) -> search_pb2.Snapshot:
+    """Save a snapshot's archive to `out` (through `out.partial`), checking its size and SHA-256
+    against the service's description, and write `out.sha256` beside it."""
+    partial = out.with_name(out.name + ".partial")
+    digest, size = hashlib.sha256(), 0
+    described: search_pb2.Snapshot | None = None
+    try:
+        with open(partial, "wb") as handle:
+            async for message in stub.DownloadSnapshot(
+                search_pb2.DownloadSnapshotRequest(name=name), timeout=3600, metadata=bearer(token)
+            ):
+                if described is None:
+                    described = message.snapshot
+                digest.update(message.data)
+                size += len(message.data)
+                handle.write(message.data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if described is None or size != described.size_bytes or digest.hexdigest() != described.sha256:
+            raise snapshot.SnapshotError(
+                f"the download of snapshot {name!r} is incomplete or damaged ({size} bytes, sha256 "
+                f"{digest.hexdigest()}; the service described {described.size_bytes if described else '?'} bytes, "
+                f"sha256 {described.sha256 if described else '?'}): try again"
+            )
+        os.replace(partial, out)
+        snapshot.write_checksum(out, described.sha256)
+    finally:
+        partial.unlink(missing_ok=True)
+    return described
+
+
+async def cmd_snapshot(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not args.force:
+        raise SystemExit(f"vitrine-search: {out} exists (--force replaces it)")
+    async with open_channel(args.address, tls_ca_file=args.tls_ca_file) as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        if args.existing:
+            listed = await stub.ListSnapshots(search_pb2.ListSnapshotsRequest(), timeout=60)
+            made = next((s for s in listed.snapshots if s.name == args.existing), None)
+            if made is None:
+                raise SystemExit(f"vitrine-search: the service has no snapshot {args.existing!r}")
+        else:
+            answer = await stub.CreateSnapshot(
+                search_pb2.CreateSnapshotRequest(name=args.name), timeout=args.timeout, metadata=bearer(args.token)
+            )
+            made = answer.snapshot
+        print(_describe(made))
+        if out is None:
+            return 0
+        if made.store != "embedded":
+            print(
+                "vitrine-search: the snapshot stays on the Qdrant server (GET /collections/<collection>/snapshots/"
+                f"{made.name} downloads it; see README, Backups): nothing saved to {out}",
+                file=sys.stderr,
+            )
+            return 1
+        await _download(stub, made.name, out, args.token)
+    print(f"saved {out} and {snapshot.checksum_path(out).name}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    restored = snapshot_restore.restore(
+        Path(args.archive), Path(args.data_dir), args.collection, force=args.force, expected_sha256=args.sha256
+    )
+    checked = f"SHA-256 checked against {restored.checked_against}" if restored.checked_against else "no SHA-256 given"
+    print(f"restored {restored.objects} objects into {restored.path} (every file's checksum matched; {checked})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitrine-search", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -233,12 +315,38 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluate.add_arguments(p, DEFAULT_DATA_DIR / "paintings")
+
+    p = commands.add_parser(
+        "snapshot",
+        help="Ask the running service for a consistent snapshot of its collection; --out saves it here.",
+    )
+    p.add_argument("--out", help="Save the archive to this file, with FILE.sha256 beside it (embedded store).")
+    p.add_argument("--name", default="", help="The snapshot's name (default <collection>-<UTC time>).")
+    p.add_argument("--existing", default="", help="Save this existing snapshot instead of taking a new one.")
+    p.add_argument("--force", action="store_true", help="Replace --out when it exists.")
+    p.add_argument("--timeout", type=float, default=600.0, help="Seconds CreateSnapshot may take (default 600).")
+
+    p = commands.add_parser(
+        "restore",
+        help="Restore a snapshot archive into a data folder (stop the search service first).",
+    )
+    p.add_argument("archive", help="Snapshot archive (from `vitrine-search snapshot --out`).")
+    p.add_argument("--data-dir", required=True, help="The search service's data folder (VITRINE_SEARCH_DATA_DIR).")
+    p.add_argument("--collection", default="", help="Collection name to restore as (default: the snapshot's).")
+    p.add_argument("--sha256", default="", help="The archive's expected SHA-256 (default: read from ARCHIVE.sha256).")
+    p.add_argument("--force", action="store_true", help="Replace an existing collection of that name.")
     return parser
 
 
-COMMANDS = {"ingest": cmd_ingest, "load-demo": cmd_load_demo, "info": cmd_info, "search": cmd_search}
-# Commands that start and stop processes of their own, and run their event loop themselves.
-SYNC_COMMANDS = {"eval": evaluate.run_eval}
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "load-demo": cmd_load_demo,
+    "info": cmd_info,
+    "search": cmd_search,
+    "snapshot": cmd_snapshot,
+}
+# Commands that run without the service or start processes of their own, outside an event loop.
+SYNC_COMMANDS = {"eval": evaluate.run_eval, "restore": cmd_restore}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in SYNC_COMMANDS:
             return SYNC_COMMANDS[args.command](args)
         return asyncio.run(COMMANDS[args.command](args))
-    except (IngestError, RecordError, evaluate.EvalError) as exc:
+    except (IngestError, RecordError, evaluate.EvalError, snapshot.SnapshotError, StoreError) as exc:
         print(f"vitrine-search: {exc}", file=sys.stderr)
         return 1
     except grpc.aio.AioRpcError as exc:

@@ -37,6 +37,7 @@ from vitrine.search.machine_tags import MachineTagger
 from vitrine.search.recommend import cluster_likes, interleave, mean_query
 from vitrine.search.records import content_hash, object_text, object_to_payload, payload_to_object
 from vitrine.search.settings import ENV_PREFIX, SearchSettings
+from vitrine.search.snapshot_service import SnapshotService
 from vitrine.search.store import (
     TAG_TERMS_FIELD,
     AsyncStore,
@@ -99,8 +100,8 @@ ACCESSION_CANDIDATES = 20
 
 MAX_ID_CHARS = 512
 MAX_IMAGE_ORIGIN_CHARS = 2048
-# RPCs that change the collection: they need the auth token when one is configured.
-WRITE_METHODS = ("UpsertObjects", "DeleteObjects")
+# RPCs that change the collection or copy it out whole: they need the auth token when one is configured.
+WRITE_METHODS = ("UpsertObjects", "DeleteObjects", "CreateSnapshot", "DownloadSnapshot", "DeleteSnapshot")
 MAX_DELETE_IDS = 1000
 MAX_EXAMPLE_IDS = 100  # liked or disliked ids in one Recommend request
 MAX_SEEN_IDS = 5000  # a long session; the client keeps it
@@ -185,6 +186,7 @@ class SearchService:
             else None
         )
         self.indexer: IndexBuilder | None = None
+        self.snapshots = SnapshotService(self.store, settings.snapshot_folder, settings.qdrant_url)
         self.ready = False
 
     @property
@@ -797,6 +799,21 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def GetCollectionInfo(self, request: search_pb2.GetCollectionInfoRequest, context: grpc.aio.ServicerContext):
         return await self.service.collection_info()
+
+    async def CreateSnapshot(self, request: search_pb2.CreateSnapshotRequest, context: grpc.aio.ServicerContext):
+        self.service.check_ready()
+        return search_pb2.CreateSnapshotResponse(snapshot=await self.service.snapshots.create(request.name))
+
+    async def ListSnapshots(self, request: search_pb2.ListSnapshotsRequest, context: grpc.aio.ServicerContext):
+        return search_pb2.ListSnapshotsResponse(snapshots=await self.service.snapshots.list())
+
+    async def DownloadSnapshot(self, request: search_pb2.DownloadSnapshotRequest, context: grpc.aio.ServicerContext):
+        async for message in self.service.snapshots.download(request.name):
+            yield message
+
+    async def DeleteSnapshot(self, request: search_pb2.DeleteSnapshotRequest, context: grpc.aio.ServicerContext):
+        await self.service.snapshots.delete(request.name)
+        return search_pb2.DeleteSnapshotResponse()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 from vitrine.common.settings import ServerSettings, setting
 
@@ -21,6 +22,9 @@ class SearchSettings(ServerSettings):
     )
     data_dir: str = setting("var/search", "Folder of the embedded vector store (one process per folder).")
     collection: str = setting("vitrine", "Name of the collection (a sub-folder of data_dir for the embedded store).")
+    snapshot_dir: str = setting(
+        "", "Folder of the embedded store's snapshots (CreateSnapshot, see Backups). Empty: <data_dir>/snapshots."
+    )
     qdrant_url: str = setting(
         "", "URL of a Qdrant server (http://host:6333). Empty: use the embedded engine in data_dir."
     )
@@ -64,7 +68,18 @@ class SearchSettings(ServerSettings):
         5.0, "How long Search waits for the embedder before answering with keyword and tag matches only."
     )
 
+    @property
+    def snapshot_folder(self) -> str:
+        return self.snapshot_dir or os.path.join(self.data_dir, "snapshots")
+
     def __post_init__(self) -> None:
+        if not self.qdrant_url and os.path.abspath(self.snapshot_folder) == os.path.abspath(
+            os.path.join(self.data_dir, self.collection)
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}COLLECTION {self.collection!r} is the snapshot folder's name: "
+                f"set {ENV_PREFIX}SNAPSHOT_DIR to another folder"
+            )
         weights = {
             "weight_text": self.weight_text,
             "weight_keyword": self.weight_keyword,

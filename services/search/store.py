@@ -766,6 +766,13 @@ class EmbeddedStore(VectorStore):
         self._journal = []
         return target, self._count(None)
 
+    def flushed_folder(self) -> Path:
+        """Flush, and the collection's folder: complete on disk until this thread's next call, so a
+        snapshot copies it within the same call (snapshot.py)."""
+        self.dimensions()
+        self._shard.flush()
+        return self.path
+
     def abandon_index_build(self) -> None:
         self._journal = None
         shutil.rmtree(self.sibling("build"), ignore_errors=True)
@@ -1030,6 +1037,18 @@ class ServerStore(VectorStore):
             with_payload=True,
         )
         return _scored(answer.points)
+
+    # -- snapshots: the server's own (snapshot_service.py) -----------------------------------
+
+    def create_snapshot(self) -> Any:
+        """A snapshot of the collection made by the Qdrant server and kept there (its description)."""
+        return self._client.create_snapshot(self.collection, wait=True)
+
+    def list_snapshots(self) -> list[Any]:
+        return list(self._client.list_snapshots(self.collection))
+
+    def delete_snapshot(self, name: str) -> None:
+        self._client.delete_snapshot(self.collection, name, wait=True)
 
     def close(self) -> None:
         self._client.close()

@@ -295,8 +295,16 @@ def cases(web: str) -> list[Case]:
             "tagger",
             "ReloadModel",
             tagger_pb2.ReloadModelRequest(version="../../etc"),
-            CODE.NOT_FOUND,
-            "../../etc",
+            CODE.INVALID_ARGUMENT,
+            "version '../../etc' contains a path separator",
+        ),
+        Case(
+            "1 MB model version",
+            "tagger",
+            "ReloadModel",
+            tagger_pb2.ReloadModelRequest(version="v" * (1 << 20)),
+            CODE.INVALID_ARGUMENT,
+            "version is 1048576 bytes long",
         ),
         # -- search --------------------------------------------------------------------------
         Case("empty query", "search", "Search", search(query=""), CODE.INVALID_ARGUMENT, "query"),
@@ -425,6 +433,22 @@ def cases(web: str) -> list[Case]:
             search_pb2.DeleteObjectsRequest(ids=[f"bulk-{i}" for i in range(5000)]),
             CODE.INVALID_ARGUMENT,
             "ids",
+        ),
+        Case(
+            "snapshot name with a path",
+            "search",
+            "CreateSnapshot",
+            search_pb2.CreateSnapshotRequest(name="../../etc/cron.d/x"),
+            CODE.INVALID_ARGUMENT,
+            "not a snapshot name",
+        ),
+        Case(
+            "unknown snapshot",
+            "search",
+            "DeleteSnapshot",
+            search_pb2.DeleteSnapshotRequest(name="never-taken"),
+            CODE.NOT_FOUND,
+            "ListSnapshots",
         ),
     ]
 
