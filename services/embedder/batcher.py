@@ -35,6 +35,10 @@ BATCH_SIZE = Histogram(
 BATCHES = Counter("vitrine_embedder_batches", "Model forward passes run.", ["model", "modality"])
 ITEMS = Counter("vitrine_embedder_items_embedded", "Texts or images embedded.", ["model", "modality"])
 QUEUE_DEPTH = Gauge("vitrine_embedder_queue_depth", "Items waiting for a micro-batch.", ["model", "modality"])
+# The alert on a filling queue divides depth by this, so it follows the configured max_queue.
+QUEUE_CAPACITY = Gauge(
+    "vitrine_embedder_queue_capacity", "Items a model's queue (each of its modalities) may hold.", ["model"]
+)
 BATCH_SECONDS = Histogram(
     "vitrine_embedder_batch_duration_seconds",
     "Time of one model forward pass.",
@@ -63,6 +67,8 @@ class MicroBatcher:
         self._queue: asyncio.Queue[tuple[Any, asyncio.Future[np.ndarray]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._concurrent = False  # the last batch had more than one item
+        QUEUE_CAPACITY.labels(model).set(max_queue)
+        QUEUE_DEPTH.labels(model, modality).set(0)
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name=f"batcher-{'-'.join(self.labels)}")

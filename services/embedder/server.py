@@ -171,7 +171,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
     ) -> AsyncIterator[embedder_pb2.StreamEmbedResponse]:
         # Items are submitted as they arrive (so they batch with each other and with other
         # callers) and answered in arrival order; at most _STREAM_WINDOW are in flight.
-        pending: asyncio.Queue[asyncio.Task[embedder_pb2.StreamEmbedResponse] | None] = asyncio.Queue(_STREAM_WINDOW)
+        pending: asyncio.Queue[asyncio.Future[embedder_pb2.StreamEmbedResponse] | None] = asyncio.Queue(_STREAM_WINDOW)
 
         async def one(item: embedder_pb2.StreamEmbedRequest) -> embedder_pb2.StreamEmbedResponse:
             kind = item.WhichOneof("input")
@@ -184,8 +184,16 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
             return embedder_pb2.StreamEmbedResponse(request_id=item.request_id, vector=_vectors(item.model, rows)[0])
 
         async def read() -> None:
-            async for item in request_iterator:
-                await pending.put(asyncio.create_task(one(item)))
+            try:
+                async for item in request_iterator:
+                    await pending.put(asyncio.create_task(one(item)))
+            except Exception as exc:
+                # A message that does not parse (INVALID_ARGUMENT from the interceptor) must end
+                # the stream now, after the answers before it; raised in this task alone it would
+                # go unseen and the caller would wait for its deadline.
+                failed: asyncio.Future[embedder_pb2.StreamEmbedResponse] = asyncio.get_running_loop().create_future()
+                failed.set_exception(exc)
+                await pending.put(failed)
             await pending.put(None)
 
         reader = asyncio.create_task(read())

@@ -486,7 +486,18 @@ BAD_INPUTS = [
     bad("label-top-k-51", lambda web: label_request(painting_bytes(), top_k=51), "top_k", "51", "50"),
     bad("label-negative-top-k", lambda web: label_request(painting_bytes(), top_k=-1), "top_k"),
     bad("label-corrupt-image", lambda web: label_request(b"junk" * 9), "image is not a recognised image"),
+    # Issue #28: control characters reached the OS / http.client and answered INTERNAL.
+    bad("label-uri-nul", lambda web: label_uri(f"{ROOTED}/a\x00b.jpg"), "image.uri", "control character", "'\\x00'"),
+    bad("label-uri-newline", lambda web: label_uri(f"{web}/x.jpg\r\nHost: evil"), "image.uri", "control character"),
+    bad("label-uri-space-in-url", lambda web: label_uri(f"{web}/two words.jpg"), "image.uri", "%20"),
+    bad("label-uri-too-long", lambda web: label_uri(f"{ROOTED}/{'a' * 5000}.jpg"), "image.uri", "cannot be read"),
+    bad("images-uri-tab", lambda web: second_image(image(uri=f"{ROOTED}/\tx.jpg")), "images[1].uri", "control"),
+    bad("label-uri-unknown-home", lambda web: label_uri("~no-such-user-here/x.jpg"), "image.uri", "cannot be read"),
 ]
+
+
+def label_uri(uri: str) -> tuple[str, Any]:
+    return "LabelImage", embedder_pb2.LabelImageRequest(image=image(uri=uri))
 
 
 def _ico() -> bytes:
@@ -609,6 +620,49 @@ def test_stream_item_with_a_bad_image_fails_the_stream(
         list(stub.StreamEmbed(iter(requests), timeout=60))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a recognised image" in caught.value.details()
+    assert_still_serving(embedder, stub)
+
+
+# Issue #28: a stream message whose string fields are not valid UTF-8 does not parse; the
+# stream must end with INVALID_ARGUMENT at once (after the answers before it), as unary calls do,
+# instead of leaving the caller waiting for its deadline.
+def _with_bad_utf8(message: embedder_pb2.StreamEmbedRequest) -> bytes:
+    data = message.SerializeToString()
+    assert data.count(b"QQQ") == 1
+    return data.replace(b"QQQ", b"Q\xffQ")  # same length: the field's length prefix stays right
+
+
+@pytest.mark.parametrize(
+    "bad_message",
+    [
+        embedder_pb2.StreamEmbedRequest(model="QQQ", text="a harbour", request_id="bad"),
+        embedder_pb2.StreamEmbedRequest(model="minilm", text="a QQQ harbour", request_id="bad"),
+        embedder_pb2.StreamEmbedRequest(model="minilm", text="a harbour", request_id="QQQ"),
+    ],
+    ids=["model", "text", "request_id"],
+)
+def test_stream_message_with_bad_utf8_is_refused_at_once(
+    embedder: ServiceProcess, stub: embedder_pb2_grpc.EmbedderServiceStub, bad_message: Any
+) -> None:
+    good = embedder_pb2.StreamEmbedRequest(model="minilm", text="fine", request_id="ok-1").SerializeToString()
+    with grpc.insecure_channel(embedder.address) as channel:
+        call = channel.stream_stream("/vitrine.v1.EmbedderService/StreamEmbed")  # raw bytes both ways
+        received = []
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as caught:
+            for answer in call(iter([good, _with_bad_utf8(bad_message)]), timeout=30):
+                received.append(embedder_pb2.StreamEmbedResponse.FromString(answer).request_id)
+        elapsed = time.monotonic() - started
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+        assert "not a valid message" in caught.value.details() and "UTF-8" in caught.value.details()
+        assert elapsed < 10, f"answered after {elapsed:.1f} s: the stream waited for the deadline"
+        assert received == ["ok-1"], "the message before the bad one is still answered"
+        # The unary methods answer the same bytes the same way.
+        unary = channel.unary_unary("/vitrine.v1.EmbedderService/EmbedTexts")
+        texts = embedder_pb2.EmbedTextsRequest(model="minilm", texts=["a QQQ harbour"]).SerializeToString()
+        with pytest.raises(grpc.RpcError) as caught:
+            unary(texts.replace(b"QQQ", b"Q\xffQ"), timeout=30)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert_still_serving(embedder, stub)
 
 

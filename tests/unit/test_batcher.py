@@ -163,6 +163,10 @@ async def test_full_queue_gives_resource_exhausted_at_once(executor) -> None:
     model = FakeModel()
     model.gate.clear()
     async with batcher(executor, model, max_batch_size=1, max_queue=4) as b:
+        # Exported before any call, so the queue alert's depth / capacity ratio always has a denominator.
+        assert REGISTRY.get_sample_value("vitrine_embedder_queue_capacity", {"model": b.labels[0]}) == 4
+        depth = {"model": b.labels[0], "modality": b.labels[1]}
+        assert REGISTRY.get_sample_value("vitrine_embedder_queue_depth", depth) == 0
         running = asyncio.create_task(b.submit([0.0]))  # taken by the worker, blocks in the model
         await wait_until(model.entered.is_set)
         queued = asyncio.create_task(b.submit([1.0, 2.0, 3.0, 4.0]))  # exactly max_queue: accepted

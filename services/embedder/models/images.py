@@ -8,7 +8,9 @@ file paths only under the folders the operator allowed.
 
 from __future__ import annotations
 
+import http.client
 import io
+import unicodedata
 import urllib.error
 import urllib.request
 import warnings
@@ -85,20 +87,38 @@ def to_pixels(image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...
 
 def read_uri(uri: str, roots: list[Path], max_bytes: int, timeout_s: float, field: str = "image.uri") -> bytes:
     """Fetch an http(s) URL or read a file under one of `roots`, never more than `max_bytes`."""
+    _require_clean_uri(uri, field)
     if uri.startswith(("http://", "https://")):
         return _fetch_http(uri, max_bytes, timeout_s, field)
-    path = Path(uri.removeprefix("file://")).expanduser()
-    resolved = path.resolve()
-    if not any(resolved.is_relative_to(root.resolve()) for root in roots):
-        raise invalid_argument(
-            f"{field} {uri!r} is outside the folders this embedder may read "
-            "(VITRINE_EMBEDDER_IMAGE_ROOTS); send the bytes instead"
-        )
-    if not resolved.is_file():
-        raise invalid_argument(f"{field} {uri!r} does not exist")
-    if resolved.stat().st_size > max_bytes:
-        raise invalid_argument(f"{field} {uri!r} is larger than {max_bytes} bytes")
-    return resolved.read_bytes()
+    try:
+        resolved = Path(uri.removeprefix("file://")).expanduser().resolve()
+        if not any(resolved.is_relative_to(root.resolve()) for root in roots):
+            raise invalid_argument(
+                f"{field} {uri!r} is outside the folders this embedder may read "
+                "(VITRINE_EMBEDDER_IMAGE_ROOTS); send the bytes instead"
+            )
+        if not resolved.is_file():
+            raise invalid_argument(f"{field} {uri!r} does not exist")
+        if resolved.stat().st_size > max_bytes:
+            raise invalid_argument(f"{field} {uri!r} is larger than {max_bytes} bytes")
+        return resolved.read_bytes()
+    except OSError as exc:  # a name too long, a folder without permission: the client's path, not our fault
+        raise invalid_argument(f"{field} {uri[:200]!r} cannot be read: {exc.strerror or exc}") from exc
+    except RuntimeError as exc:  # "~user/..." of a user this machine does not know
+        raise invalid_argument(f"{field} {uri[:200]!r} cannot be read: {exc}") from exc
+
+
+def _require_clean_uri(uri: str, field: str) -> None:
+    # Control characters reach the OS or http.client as ValueError / InvalidURL, which would
+    # otherwise surface as INTERNAL; a URL must also have its spaces percent-encoded.
+    for position, char in enumerate(uri):
+        if unicodedata.category(char) == "Cc":
+            raise invalid_argument(
+                f"{field} has a control character ({char!r}) at position {position}: "
+                "send a URL or file path without control characters"
+            )
+    if uri.startswith(("http://", "https://")) and " " in uri:
+        raise invalid_argument(f"{field} {uri[:200]!r} has a space: percent-encode it as %20")
 
 
 def _fetch_http(url: str, max_bytes: int, timeout_s: float, field: str) -> bytes:
@@ -108,7 +128,8 @@ def _fetch_http(url: str, max_bytes: int, timeout_s: float, field: str) -> bytes
             data = response.read(max_bytes + 1)
     except urllib.error.HTTPError as exc:
         raise invalid_argument(f"{field} {url!r} answered HTTP {exc.code}") from exc
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+    except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException, ValueError) as exc:
+        # HTTPException: a broken answer or a redirect to an invalid URL; ValueError: urllib's own URL checks.
         raise invalid_argument(f"{field} {url!r} could not be fetched: {exc}") from exc
     if len(data) > max_bytes:
         raise invalid_argument(f"{field} {url!r} is larger than {max_bytes} bytes")
