@@ -61,8 +61,9 @@ def test_every_query_is_valid_promql_filtered_by_namespace() -> None:
         for selector in usage.selectors:
             assert ("namespace", "=~", "$namespace") in selector.matchers, f"{usage.where}: {selector.metric}"
             if not selector.metric.startswith("vitrine_"):
-                # Generic process metrics exist in every Python process: only the Vitrine jobs' count.
-                assert ("job", "=~", "vitrine-(embedder|tagger|search)") in selector.matchers, usage.where
+                # Generic process metrics exist in every Python process: only the Vitrine services'
+                # count, selected by component (job names differ per release).
+                assert ("vitrine_component", "=~", "embedder|tagger|search") in selector.matchers, usage.where
 
 
 def test_the_issues_panels_are_there() -> None:

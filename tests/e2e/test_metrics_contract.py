@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.observability import (
+    EXTERNAL_METRICS,
     SYNTHETIC_METRICS,
     TARGET_LABELS,
     Usage,
@@ -150,10 +151,11 @@ def test_every_service_exports_the_common_metrics(scrapes: dict[str, str], name:
 
 def test_every_metric_and_label_used_is_exported(exported: Exported) -> None:
     problems = []
+    not_scraped = SYNTHETIC_METRICS | EXTERNAL_METRICS
     for usage in usages():
         for selector in usage.selectors:
-            if selector.metric in SYNTHETIC_METRICS:
-                allowed = TARGET_LABELS | SYNTHETIC_METRICS[selector.metric]
+            if selector.metric in not_scraped:
+                allowed = TARGET_LABELS | not_scraped[selector.metric]
                 if selector.label_names - allowed:
                     problems.append(f"{usage.where}: {selector.metric} has no {selector.label_names - allowed}")
                 continue
@@ -178,7 +180,7 @@ def test_every_grouping_label_exists_on_the_metrics_grouped(exported: Exported) 
         for labels, metrics in usage.groupings:
             available = set(TARGET_LABELS)
             for metric in metrics:
-                available |= exported.labels.get(metric, set())
+                available |= exported.labels.get(metric, set()) | EXTERNAL_METRICS.get(metric, set())
             missing = set(labels) - available
             if missing:
                 problems.append(f"{usage.where}: groups by {sorted(missing)}, which {list(metrics)} do not have")
@@ -188,7 +190,7 @@ def test_every_grouping_label_exists_on_the_metrics_grouped(exported: Exported) 
 def test_alert_annotations_print_labels_that_exist(exported: Exported) -> None:
     for rule in alert_rules():
         usage = analyse(rule["expr"], rule["alert"])
-        available = set(TARGET_LABELS)
+        available = set(TARGET_LABELS) | set(rule.get("labels", {}))
         for selector in usage.selectors:
-            available |= exported.labels.get(selector.metric, set())
+            available |= exported.labels.get(selector.metric, set()) | EXTERNAL_METRICS.get(selector.metric, set())
         assert annotation_labels(rule) <= available, f"{rule['alert']} prints {annotation_labels(rule) - available}"
