@@ -1,8 +1,9 @@
 """The Helm chart (deploy/helm/vitrine), rendered offline with the Helm SDK (helm-python-sdk) for
-several value sets (CPU-only, GPU, external Qdrant, Qdrant subchart, minimal): helm lint, every
-manifest validated by kubernetes-validate in strict mode, and what the manifests must say (GPU
+every value set of tests/deploy/chart.py (the documented profiles and a minimal one): helm lint,
+every manifest validated by kubernetes-validate in strict mode, and what the manifests must say (GPU
 scheduling, probes, security, store modes, secrets, the explorer's page, monitoring, documented
-values)."""
+values). test_helm_profiles.py holds the durability, training and balancing promises and the
+values schema."""
 
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ import pytest
 import yaml
 
 from tests.deploy.chart import (
+    COMPONENTS,
     KUBE_VERSIONS,
     NAMESPACE,
+    PORTS,
+    PREFIX,
     RELEASE,
+    SCHEMAS,
     VALUE_SETS,
     chart_without_dependencies,
     component,
@@ -29,20 +34,15 @@ from tests.deploy.chart import (
     env,
     find,
     one,
+    pod_spec,
     render,
     render_files,
     workload,
 )
-from tests.deploy.crd_schemas import SCHEMAS
 from tests.deploy.observability import CHART, DASHBOARD_FILE, RULES_FILE
 
-# The gRPC services; the explorer (an HTTP server) is checked on its own below.
-COMPONENTS = ("embedder", "tagger", "search")
-PORTS = {"embedder": (50051, 9101), "tagger": (50052, 9102), "search": (50053, 9103)}
-PREFIX = {"embedder": "VITRINE_EMBEDDER_", "tagger": "VITRINE_TAGGER_", "search": "VITRINE_SEARCH_"}
-EXPLORER_PORTS = (8080, 9104)  # HTTP, metrics: the explorer's own defaults (vitrine.explorer.settings)
 # Environment variables the chart sets that no service reads yet, each with the issue that adds it.
-PENDING_SETTINGS = {"VITRINE_TAGGER_FEEDBACK_DATABASE_URL": "issue #6 (feedback database)"}
+PENDING_SETTINGS: dict[str, str] = {}
 
 
 # ---- Chart.yaml, lint -----------------------------------------------------------------------
@@ -137,8 +137,11 @@ def test_services_listen_in_the_container_with_grpc_probes_and_graceful_shutdown
         assert variables[PREFIX[name] + "PORT"] == str(grpc_port)
         assert variables[PREFIX[name] + "METRICS_PORT"] == str(metrics_port)
         assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": grpc_port, "metrics": metrics_port}
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        for probe in ("startupProbe", "livenessProbe"):
             assert c[probe]["grpc"] == {"port": grpc_port}, f"{name} {probe} must be a native gRPC probe"
+        # The tagger is ready only while it serves a model version; the others once started.
+        readiness = {"port": grpc_port, **({"service": "vitrine.v1.TaggerService"} if name == "tagger" else {})}
+        assert c["readinessProbe"]["grpc"] == readiness
         startup = c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
         assert startup >= 600, f"{name}: start-up may wait 600 s for the embedder or its models"
         grace = float(variables[PREFIX[name] + "GRACE_SECONDS"])
@@ -150,9 +153,9 @@ def test_services_listen_in_the_container_with_grpc_probes_and_graceful_shutdown
 def test_pods_run_non_root_read_only_without_capabilities_or_api_token(value_set: str) -> None:
     docs = render(VALUE_SETS[value_set])
     for d in docs:
-        if d["kind"] not in ("Deployment", "StatefulSet", "Pod"):
+        if d["kind"] not in ("Deployment", "StatefulSet", "Pod", "Job", "CronJob"):
             continue
-        pod = d["spec"]["template"]["spec"] if d["kind"] != "Pod" else d["spec"]
+        pod = pod_spec(d)
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] != 0
         assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
@@ -168,15 +171,29 @@ def test_pods_run_non_root_read_only_without_capabilities_or_api_token(value_set
                 assert "/tmp" in mounts, f"{c['name']}: a read-only root needs a writable /tmp"
 
 
-def test_tagger_feedback_file_is_on_a_writable_volume_or_the_given_claim() -> None:
-    for values, claim in (({}, None), ({"tagger": {"feedbackStore": {"existingClaim": "feedback"}}}, "feedback")):
-        tagger = workload(render(values), "tagger")
-        path = Path(env(container(tagger))["VITRINE_TAGGER_FEEDBACK_DB"])
+def test_sqlite_feedback_file_is_on_a_writable_claim() -> None:
+    sqlite = VALUE_SETS["sqlite-on-claim"]
+    given = {
+        **sqlite,
+        "tagger": {**sqlite["tagger"], "feedbackStore": {"mode": "sqlite", "sqlite": {"existingClaim": "feedback"}}},
+    }
+    for values, claim in ((sqlite, component("tagger") + "-feedback"), (given, "feedback")):
+        docs = render(values)
+        tagger = workload(docs, "tagger")
+        variables = env(container(tagger))
+        assert "VITRINE_TAGGER_FEEDBACK_DATABASE_URL" not in variables
+        path = Path(variables["VITRINE_TAGGER_FEEDBACK_DB"])
         mount = next(m for m in container(tagger)["volumeMounts"] if path.is_relative_to(m["mountPath"]))
         assert not mount.get("readOnly")
         volume = next(v for v in tagger["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
-        assert volume.get("persistentVolumeClaim", {}).get("claimName") == claim
-        assert claim or "emptyDir" in volume
+        assert volume["persistentVolumeClaim"]["claimName"] == claim
+        # One writer on a ReadWriteOnce claim: no surge, exactly one pod.
+        assert tagger["spec"]["strategy"] == {"type": "Recreate"} and tagger["spec"]["replicas"] == 1
+        created = [
+            c["metadata"]["name"] for c in find(docs, "PersistentVolumeClaim") if "feedback" in c["metadata"]["name"]
+        ]
+        assert created == ([claim] if claim != "feedback" else [])
+        assert not find(docs, "StatefulSet", component("postgresql"))
 
 
 def test_every_vitrine_variable_is_a_real_setting() -> None:
@@ -202,7 +219,8 @@ def test_every_vitrine_variable_is_a_real_setting() -> None:
         for d in render(value_set):
             if d["kind"] not in ("Deployment", "StatefulSet"):
                 continue
-            for c in d["spec"]["template"]["spec"]["containers"]:
+            pod = d["spec"]["template"]["spec"]
+            for c in pod["containers"] + pod.get("initContainers", []):
                 unknown = {n for n in env(c) if n.startswith("VITRINE_")} - known - set(PENDING_SETTINGS)
                 assert not unknown, f"{c['name']} sets variables no service reads: {unknown}"
 
@@ -283,12 +301,12 @@ def test_model_cache_is_a_claim_filled_by_an_init_step_not_the_image() -> None:
     docs = render({"embedder": {"modelCache": {"persistence": False}, "models": "efficientnet-lite0"}})
     pod = workload(docs, "embedder")["spec"]["template"]["spec"]
     assert {"name": "models", "emptyDir": {}} in pod["volumes"] and "initContainers" not in pod
-    assert not find(docs, "PersistentVolumeClaim")
+    assert not find(docs, "PersistentVolumeClaim", component("embedder") + "-models")
     # An existing claim is used as it is.
     docs = render({"embedder": {"modelCache": {"existingClaim": "museum-models"}}})
     pod = workload(docs, "embedder")["spec"]["template"]["spec"]
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "museum-models"}} in pod["volumes"]
-    assert not find(docs, "PersistentVolumeClaim")
+    assert not find(docs, "PersistentVolumeClaim", component("embedder") + "-models")
 
 
 # ---- search: store modes -----------------------------------------------------------------------
@@ -355,12 +373,13 @@ def test_an_existing_secret_replaces_the_charts_own() -> None:
     assert not find(docs, "Secret")
     key = env(container(workload(docs, "search")))["VITRINE_SEARCH_QDRANT_API_KEY"]
     assert key == {"secretKeyRef": {"name": "vitrine-credentials", "key": "qdrant-api-key", "optional": True}}
+    # The feedback database's URL is required: without it the tagger must not start at all.
     url = env(container(workload(docs, "tagger")))["VITRINE_TAGGER_FEEDBACK_DATABASE_URL"]
-    assert url["secretKeyRef"]["name"] == "vitrine-credentials"
-    # No secret values and no existing Secret: no Secret and no secret variables at all.
+    assert url == {"secretKeyRef": {"name": "vitrine-credentials", "key": "feedback-database-url"}}
+    # No secret values and no existing Secret: only the generated PostgreSQL password's Secret.
     docs = render({})
-    assert not find(docs, "Secret")
-    assert "VITRINE_TAGGER_FEEDBACK_DATABASE_URL" not in env(container(workload(docs, "tagger")))
+    assert [s["metadata"]["name"] for s in find(docs, "Secret")] == [component("postgresql")]
+    assert "VITRINE_SEARCH_QDRANT_API_KEY" not in env(container(workload(docs, "search")))
 
 
 def test_the_write_token_reaches_every_service_from_the_secret() -> None:
@@ -385,153 +404,6 @@ def test_the_write_token_reaches_every_service_from_the_secret() -> None:
     # From an existing Secret: optional, like every other key.
     token = env(container(workload(render(VALUE_SETS["external-qdrant"]), "explorer")))["VITRINE_EXPLORER_WRITE_TOKEN"]
     assert token == {"secretKeyRef": {"name": "vitrine-credentials", "key": "auth-token", "optional": True}}
-
-
-# ---- explorer: the web page ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("value_set", list(VALUE_SETS))
-def test_explorer_listens_in_the_container_with_http_probes_and_graceful_shutdown(value_set: str) -> None:
-    docs = render(VALUE_SETS[value_set])
-    deployment = workload(docs, "explorer")
-    assert deployment["kind"] == "Deployment", "the explorer is stateless"
-    pod = deployment["spec"]["template"]["spec"]
-    c = container(deployment, "explorer")
-    variables = env(c)
-    http_port, metrics_port = EXPLORER_PORTS
-    assert variables["VITRINE_EXPLORER_HOST"] == "0.0.0.0"
-    assert variables["VITRINE_EXPLORER_PORT"] == str(http_port)
-    assert variables["VITRINE_EXPLORER_METRICS_PORT"] == str(metrics_port)
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": http_port, "metrics": metrics_port}
-    # Liveness and start-up: the process answers; readiness: the search service answers.
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    grace = float(variables["VITRINE_EXPLORER_GRACE_SECONDS"])
-    pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
-    assert pod["terminationGracePeriodSeconds"] > grace + pre_stop
-    # Stateless: a writable /tmp and, at most, the read-only image files.
-    assert not [v for v in find(docs, "PersistentVolumeClaim") if "explorer" in v["metadata"]["name"]]
-    for volume in pod["volumes"]:
-        assert "emptyDir" in volume or volume["persistentVolumeClaim"]["readOnly"] is True, volume
-    assert variables["VITRINE_EXPLORER_LOG_LEVEL"] == "INFO" and variables["VITRINE_EXPLORER_LOG_FORMAT"] == "json"
-
-
-@pytest.mark.parametrize("value_set", list(VALUE_SETS))
-def test_explorer_calls_this_releases_search_and_tagger_services(value_set: str) -> None:
-    docs = render(VALUE_SETS[value_set])
-    variables = env(container(workload(docs, "explorer")))
-    for name in ("search", "tagger"):
-        host, _, port = variables[f"VITRINE_EXPLORER_{name.upper()}_ADDRESS"].rpartition(":")
-        service = one(docs, "Service", host)
-        assert host == component(name)
-        grpc_ports = [p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"]
-        assert grpc_ports == [int(port)] == [PORTS[name][0]]
-    # The Service: port 80 to the page, and the metrics port.
-    service = one(docs, "Service", component("explorer"))
-    ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
-    assert ports == {"http": (80, "http"), "metrics": (EXPLORER_PORTS[1], "metrics")}
-
-
-def test_explorer_defaults_two_replicas_no_ingress_no_image_files() -> None:
-    docs = render({})
-    deployment = workload(docs, "explorer")
-    assert deployment["spec"]["replicas"] == 2
-    c = container(deployment)
-    assert c["image"] == "vitrine/explorer:0.1.0"
-    assert "VITRINE_EXPLORER_IMAGE_ROOTS" not in env(c)
-    assert [v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
-    assert not find(docs, "Ingress")
-    assert component("explorer") not in {h["metadata"]["name"] for h in find(docs, "HorizontalPodAutoscaler")}
-    one(docs, "PodDisruptionBudget", component("explorer"))
-    # The GPU value set's registry and tag apply to the explorer image too.
-    gpu = container(workload(render(VALUE_SETS["gpu"]), "explorer"))
-    assert gpu["image"] == "registry.example.org/museum/vitrine/explorer:0.1.0"
-
-
-def test_explorer_serves_image_files_from_a_read_only_claim() -> None:
-    values = VALUE_SETS["external-qdrant"]
-    deployment = workload(render(values), "explorer")
-    pod = deployment["spec"]["template"]["spec"]
-    c = container(deployment)
-    assert env(c)["VITRINE_EXPLORER_IMAGE_ROOTS"] == "/srv/images"
-    assert {"name": "images", "mountPath": "/srv/images", "readOnly": True} in c["volumeMounts"]
-    assert {"name": "images", "persistentVolumeClaim": {"claimName": "collection-images", "readOnly": True}} in pod[
-        "volumes"
-    ]
-    assert deployment["spec"]["replicas"] == 3
-
-
-def test_explorer_ingress_reaches_the_page() -> None:
-    docs = render(VALUE_SETS["gpu"])
-    ingress = one(docs, "Ingress", component("explorer"))
-    spec = ingress["spec"]
-    assert spec["ingressClassName"] == "nginx"
-    assert spec["tls"] == [{"hosts": ["collection.example.org"], "secretName": "collection-tls"}]
-    (rule,) = spec["rules"]
-    assert rule["host"] == "collection.example.org"
-    (path,) = rule["http"]["paths"]
-    assert path["path"] == "/" and path["pathType"] == "Prefix"
-    assert path["backend"]["service"] == {"name": component("explorer"), "port": {"name": "http"}}
-    assert ingress["metadata"]["annotations"] == {"nginx.ingress.kubernetes.io/auth-type": "basic"}
-    # Autoscaled: the HPA owns the replica count.
-    hpa = one(docs, "HorizontalPodAutoscaler", component("explorer"))
-    assert hpa["spec"]["scaleTargetRef"] == {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "name": component("explorer"),
-    }
-    assert "replicas" not in workload(docs, "explorer")["spec"]
-    # Without a host or class: every host, the default IngressClass.
-    docs = render({"explorer": {"ingress": {"enabled": True}}})
-    spec = one(docs, "Ingress", component("explorer"))["spec"]
-    assert "ingressClassName" not in spec and "tls" not in spec and "host" not in spec["rules"][0]
-
-
-def test_explorer_can_be_left_out() -> None:
-    values = {**VALUE_SETS["cpu-only"], "explorer": {"enabled": False}}
-    docs = render(values)
-    leftover = [
-        (d["kind"], d["metadata"]["name"])
-        for d in docs
-        if "explorer" in d["metadata"]["name"]
-        or d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "explorer"
-    ]
-    assert not leftover
-    files = render_files(values)
-    # (The example scrape config the notes end with lists every job; one without pods finds nothing.)
-    assert "explorer" not in files["vitrine/templates/NOTES.txt"].split("Prometheus without the Operator")[0]
-    (test_pod,) = find(docs, "Pod")
-    assert not [a for a in test_pod["spec"]["containers"][0]["command"][3:] if "explorer" in a]
-    # The rest is unchanged: three gRPC services, their policies and monitors.
-    assert {d["metadata"]["name"] for d in find(docs, "ServiceMonitor")} == {component(n) for n in COMPONENTS}
-    assert {d["metadata"]["name"] for d in find(docs, "NetworkPolicy")} == {component(n) for n in COMPONENTS}
-    for doc in docs:
-        if doc["kind"] not in SCHEMAS:
-            kubernetes_validate.validate(doc, KUBE_VERSIONS[0], strict=True)
-
-
-def test_helm_test_checks_the_explorer_page_too() -> None:
-    docs = render(VALUE_SETS["cpu-only"])
-    (pod,) = [d for d in docs if d["kind"] == "Pod"]
-    command = pod["spec"]["containers"][0]["command"]
-    assert command[:2] == ["python", "-c"]
-    compile(command[2], "helm-test", "exec")  # the script is valid Python
-    assert command[3:] == [
-        f"{component('embedder')}:50051",
-        f"{component('tagger')}:50052",
-        f"{component('search')}:50053",
-        f"http://{component('explorer')}:80/readyz",
-    ]
-
-
-def test_notes_tell_how_to_open_the_page() -> None:
-    notes = render_files(VALUE_SETS["cpu-only"])["vitrine/templates/NOTES.txt"]
-    assert f"kubectl -n {NAMESPACE} port-forward svc/{component('explorer')} 8080:80" in notes
-    assert "http://127.0.0.1:8080/" in notes
-    assert "vitrine-explorer" in notes
-    notes = render_files(VALUE_SETS["gpu"])["vitrine/templates/NOTES.txt"]
-    assert "https://collection.example.org/" in notes
 
 
 # ---- availability: autoscaling, disruption budgets, network policies -------------------------
@@ -598,7 +470,9 @@ def test_service_monitors_scrape_each_metrics_port_with_the_rules_job_names() ->
         (endpoint,) = spec["endpoints"]
         assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
         assert endpoint["honorLabels"] is True, "vitrine_ready's own `service` label must win"
-        assert {"action": "replace", "targetLabel": "job", "replacement": f"vitrine-{name}"} in endpoint["relabelings"]
+        # job is the workload's name (two releases stay apart); vitrine_component is what rules select.
+        assert {"action": "replace", "targetLabel": "job", "replacement": component(name)} in endpoint["relabelings"]
+        assert {"action": "replace", "targetLabel": "vitrine_component", "replacement": name} in endpoint["relabelings"]
 
 
 def test_prometheus_rule_and_dashboard_ship_the_files_unchanged() -> None:

@@ -72,10 +72,40 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s:%s%s" $repo $tag (default "" .suffix) }}
 {{- end }}
 
-{{/* gRPC address of the embedder for tagger and search: the headless Service through gRPC's DNS
-resolver (same namespace), so clients see every ready embedder pod. */}}
+{{/* gRPC address of a component for its callers: the headless Service through gRPC's DNS resolver
+(same namespace), so a client sees every ready pod and balances over them (round_robin); call with
+(dict "root" $ "component" "tagger"). */}}
+{{- define "vitrine.grpcAddress" -}}
+{{- $values := index .root.Values .component }}
+{{- printf "dns:///%s-headless:%v" (include "vitrine.componentName" .) $values.service.port }}
+{{- end }}
+
 {{- define "vitrine.embedderAddress" -}}
-{{- printf "dns:///%s-headless:%v" (include "vitrine.componentName" (dict "root" . "component" "embedder")) .Values.embedder.service.port }}
+{{- include "vitrine.grpcAddress" (dict "root" . "component" "embedder") }}
+{{- end }}
+
+{{/* Headless twin of a component's Service: callers resolve every ready pod through gRPC's DNS
+resolver (not-ready pods are left out); call with (dict "root" $ "component" "tagger"). */}}
+{{- define "vitrine.headlessService" -}}
+{{- $values := index .root.Values .component }}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "vitrine.componentName" . }}-headless
+  labels:
+    {{- include "vitrine.componentLabels" . | nindent 4 }}
+    vitrine.io/headless: "true"
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: false
+  selector:
+    {{- include "vitrine.componentSelectorLabels" . | nindent 4 }}
+  ports:
+    - name: grpc
+      port: {{ $values.service.port }}
+      targetPort: grpc
+      protocol: TCP
+      appProtocol: grpc
 {{- end }}
 
 {{/* Which store search uses: "subchart", "external" or "embedded". */}}
@@ -121,7 +151,17 @@ Rendered when the chart's Secret holds the value, or (optional) from an existing
 {{- end }}
 {{- end }}
 
-{{/* Settings every service shares; call with (dict "root" $ "prefix" "VITRINE_SEARCH_" "values" .Values.search).
+{{/* OpenTelemetry: on when tracing.otlpEndpoint is set; call with (dict "root" $ "component" "tagger"). */}}
+{{- define "vitrine.tracingEnv" -}}
+{{- with .root.Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "vitrine-%s" $.component | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Settings every service shares; call with (dict "root" $ "component" "search" "prefix" "VITRINE_SEARCH_" "values" .Values.search).
 Optional: "port" (the container port, when it is not the Service's: the explorer's HTTP port) and
 "tokenSetting" (the setting that gets the Secret's auth-token: AUTH_TOKEN, or the explorer's WRITE_TOKEN). */}}
 {{- define "vitrine.commonEnv" -}}
@@ -137,6 +177,13 @@ Optional: "port" (the container port, when it is not the Service's: the explorer
   value: {{ .root.Values.logFormat | quote }}
 - name: {{ .prefix }}GRACE_SECONDS
   value: {{ .values.graceSeconds | quote }}
+- name: {{ .prefix }}ACCESS_LOG
+  value: {{ .root.Values.accessLog | quote }}
+{{- if hasKey .values "maxConnectionAgeSeconds" }}
+- name: {{ .prefix }}MAX_CONNECTION_AGE_S
+  value: {{ .values.maxConnectionAgeSeconds | quote }}
+{{- end }}
+{{- include "vitrine.tracingEnv" (dict "root" .root "component" .component) }}
 {{- with include "vitrine.secretEnv" (dict "root" .root "name" (printf "%s%s" .prefix (default "AUTH_TOKEN" .tokenSetting)) "key" "auth-token" "value" .root.Values.secrets.authToken) | trim }}
 {{ . }}
 {{- end }}
@@ -144,7 +191,9 @@ Optional: "port" (the container port, when it is not the Service's: the explorer
   value: /tmp
 {{- end }}
 
-{{/* Container ports, probes and lifecycle shared by the three services; call with (dict "values" .Values.x). */}}
+{{/* Container ports, probes and lifecycle shared by the three services; call with (dict "values" .Values.x).
+Optional "readinessService": the grpc.health.v1 service name the readiness probe asks about
+(start-up and liveness ask about the whole server, ""). */}}
 {{- define "vitrine.containerRuntime" -}}
 ports:
   - name: grpc
@@ -162,6 +211,9 @@ startupProbe:
 readinessProbe:
   grpc:
     port: {{ .values.service.port }}
+    {{- with .readinessService }}
+    service: {{ . }}
+    {{- end }}
   periodSeconds: {{ .values.probes.readiness.periodSeconds }}
   timeoutSeconds: {{ .values.probes.readiness.timeoutSeconds }}
   failureThreshold: {{ .values.probes.readiness.failureThreshold }}
@@ -184,7 +236,9 @@ lifecycle:
 {{- add (int (ceil .values.graceSeconds)) (int (default 0 .values.preStopSleepSeconds)) 15 }}
 {{- end }}
 
-{{/* Pod-level settings shared by the three services; call with (dict "root" $ "values" .Values.x). */}}
+{{/* Pod-level settings shared by the Vitrine pods; call with (dict "root" $ "component" "search" "values" .Values.x).
+Without a topologySpreadConstraints list of its own a component's pods are spread softly over zones,
+then nodes (defaultTopologySpread), so one lost node or zone takes only part of them. */}}
 {{- define "vitrine.podCommon" -}}
 serviceAccountName: {{ include "vitrine.serviceAccountName" .root }}
 automountServiceAccountToken: false
@@ -205,9 +259,19 @@ priorityClassName: {{ . }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .values.topologySpreadConstraints }}
+{{- if .values.topologySpreadConstraints }}
 topologySpreadConstraints:
-  {{- toYaml . | nindent 2 }}
+  {{- toYaml .values.topologySpreadConstraints | nindent 2 }}
+{{- else if .root.Values.defaultTopologySpread }}
+topologySpreadConstraints:
+  {{- range $key := list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+  - maxSkew: 1
+    topologyKey: {{ $key }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "vitrine.componentSelectorLabels" (dict "root" $.root "component" $.component) | nindent 8 }}
+  {{- end }}
 {{- end }}
 {{- end }}
 
