@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from vitrine.search.store import EmbeddedStore
+from vitrine.search.store import EmbeddedStore, sync_folder
 
 FORMAT = "vitrine-search-snapshot"
 FORMAT_VERSION = 1
@@ -340,14 +340,6 @@ def write_archive(store: EmbeddedStore, archive: Path) -> SnapshotInfo:
 def _raise_no_space(exc: BaseException, archive: Path) -> None:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         raise NoSpace(f"no space left in {archive.parent} for the snapshot") from exc
-
-
-def sync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def check_manifest(manifest: Any, where: str) -> dict[str, Any]:

@@ -33,9 +33,8 @@ from vitrine.search.snapshot import (
     checksum_path,
     read_checksum,
     read_manifest,
-    sync_folder,
 )
-from vitrine.search.store import EmbeddedStore
+from vitrine.search.store import EmbeddedStore, sync_folder
 
 
 class _HashingReader:

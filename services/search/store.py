@@ -440,7 +440,7 @@ class VectorStore(ABC):
         return False
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
     """Make renames in `folder` durable (fsync of the directory)."""
     descriptor = os.open(folder, os.O_RDONLY)
     try:
@@ -804,7 +804,7 @@ class EmbeddedStore(VectorStore):
             self._journal = None
             raise
         done.touch()  # from here the new folder is the truth (see `recover`)
-        _sync_folder(self.path.parent)
+        sync_folder(self.path.parent)
         shutil.rmtree(old)
         done.unlink()
         self._journal = None
