@@ -1,7 +1,8 @@
 """The tagger's model store for real (issue #23's done-when, issue #28's ReloadModel holes): a
 tagger started on an EMPTY model folder is up ("" SERVING) but NOT_SERVING as
-vitrine.v1.TaggerService, with vitrine_tagger_model_loaded 0; the training Job's command, run as a
-subprocess on data it downloads from a local web server, writes a version into that folder, and
+vitrine.v1.TaggerService, with vitrine_tagger_model_loaded 0; the training Job's container command,
+rendered from the chart and run as a subprocess (only its in-cluster places mapped to this
+machine's) on data it downloads from a local web server, writes a version into that folder, and
 the running tagger takes it by itself (model_poll_s), without a restart. Then ReloadModel's bad
 version names and 200 concurrent calls, and the retraining CronJob's command refused."""
 
@@ -12,6 +13,7 @@ import contextlib
 import functools
 import http.server
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -107,20 +109,57 @@ def stub(service: ServiceProcess) -> tagger_pb2_grpc.TaggerServiceStub:
     return tagger_pb2_grpc.TaggerServiceStub(grpc.insecure_channel(service.address))
 
 
-def training_job_command(store: Store) -> list[str]:
-    """What the chart's training Job runs (deploy/helm/vitrine/templates/_training.tpl): data and
-    dev data by URL, the tagger's model folder as --out-dir, the embedder by address."""
-    return [
-        sys.executable, "-m", "vitrine.tagger.cli", "train",
-        "--data", f"{store.data_url}/train.jsonl.gz",
-        "--eval-data", f"{store.data_url}/dev.jsonl.gz",
-        "--out-dir", str(store.models),
-        "--version", VERSION,
-        "--vocabulary", str(store.data.vocabulary),
-        "--embedder", store.embedder.address,
-        "--cache", str(store.work / "embeddings.sqlite3"),
-        "--text-model", "minilm",
-    ]  # fmt: skip
+@dataclass
+class JobCommand:
+    argv: list[str]  # the container's command and args, in-cluster paths mapped to this machine
+    env: dict[str, str]
+
+    @property
+    def cli(self) -> list[str]:
+        """The `python -m vitrine.tagger.cli train ...` part, without the chart's wrapper."""
+        return self.argv[self.argv.index(sys.executable) :]
+
+
+def training_job_command(store: Store) -> JobCommand:
+    """What the chart's training Job runs: the Job rendered from deploy/helm/vitrine with a dataset
+    and dev dataset by URL, its container command and args taken as they are, and only the
+    in-cluster places mapped to this machine's (the model store claim, the image's vocabulary and
+    python, the embedder's headless Service, the pod's /tmp cache)."""
+    from tests.deploy.chart import find, render
+
+    values = {
+        "tagger": {
+            "training": {
+                "enabled": True,
+                "version": VERSION,
+                "textModel": "minilm",
+                "dataset": {"kind": "url", "url": f"{store.data_url}/train.jsonl.gz"},
+                "evalDataset": {"kind": "url", "url": f"{store.data_url}/dev.jsonl.gz"},
+            }
+        }
+    }
+    (job,) = find(render(values), "Job")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    places = {
+        "/var/lib/vitrine/tagger/models": str(store.models),
+        "/app/data/subjects.jsonl.gz": str(store.data.vocabulary),
+        "/tmp/embeddings.sqlite3": str(store.work / "embeddings.sqlite3"),
+    }
+    argv = []
+    for arg in [*container.get("command", []), *container["args"]]:
+        for in_pod, here in places.items():
+            arg = arg.replace(in_pod, here)
+        if arg.startswith("dns:///") and "embedder-headless" in arg:
+            arg = store.embedder.address
+        argv.append(sys.executable if arg == "python" else arg)
+    unmapped = [a for a in argv if a.startswith(("/var/lib/vitrine", "/app/", "dns:///"))]
+    assert not unmapped, f"the Job uses in-cluster places this test does not map: {unmapped}"
+    env = {e["name"]: e["value"] for e in container["env"] if e["name"] != "HOME"}
+    return JobCommand(argv, {**os.environ, **env})
+
+
+def run_job(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @dataclass
@@ -146,7 +185,8 @@ def trained(store: Store) -> Trained:
         model_loaded(store.tagger),
         stub(store.tagger).GetTaggerInfo(tagger_pb2.GetTaggerInfoRequest(), timeout=10),
     )
-    job = subprocess.run(training_job_command(store), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    command = training_job_command(store)
+    job = run_job(command.argv, command.env, timeout=300)
     assert job.returncode == 0, job.stderr[-3000:]
     finished = time.monotonic()
     while health(store.tagger, SERVICE) != SERVING and time.monotonic() < finished + 30:
@@ -181,8 +221,13 @@ def test_a_training_jobs_version_is_taken_without_a_restart(store: Store, traine
 
 
 def test_the_job_refuses_a_version_name_that_is_taken(store: Store, trained: Trained) -> None:
-    again = subprocess.run(training_job_command(store), cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 2 and "already exists" in again.stderr
+    command = training_job_command(store)
+    # The Job again (Helm re-created it): its version is in the store, so it ends at once.
+    again = run_job(command.argv, command.env, timeout=60)
+    assert again.returncode == 0 and "already in the model store" in again.stdout, again.stderr[-2000:]
+    # The training command itself never overwrites a version.
+    direct = run_job(command.cli, command.env, timeout=120)
+    assert direct.returncode == 2 and "already exists" in direct.stderr
 
 
 @pytest.mark.parametrize(
