@@ -14,7 +14,7 @@ PROTOS := $(wildcard protos/vitrine/v1/*.proto)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VITRINE_EMBEDDER_MODEL_DIR ?= $(MODEL_DIR)
 
-.PHONY: help install proto models tools run test test-fast lint format bench load lock clean compare-annif train
+.PHONY: help install proto models tools run test test-fast lint format bench load lock clean compare-annif train clients
 
 help:
 	@echo "make run      start embedder, tagger and search with the demo collection (Ctrl-C stops)"
@@ -22,7 +22,8 @@ help:
 	@echo "make install  virtual environment with every pinned dependency (requirements.lock)"
 	@echo "make models   assemble the real all-mpnet-base-v2 into $(MODEL_DIR)"
 	@echo "make proto    generate Python stubs from protos/ into services/v1"
-	@echo "make lint     ruff + buf lint"
+	@echo "make lint     ruff + buf lint + buf breaking against the last release (protos/releases)"
+	@echo "make clients  build the JavaScript and Go client examples (clients/)"
 	@echo "make bench    benchmarks (JSON results in bench/results)"
 	@echo "make load     load test of a running system (make run first): 64 clients, 60 s a service"
 	@echo "make train    train a tagger version on the whole Tate training split (var/tagger/models)"
@@ -49,7 +50,9 @@ $(MPNET): | $(INSTALLED)
 	$(PY) scripts/fetch_models.py $(MODEL_DIR)
 
 # Command-line tools the end-to-end tests use (Debian): a real Prometheus server and promtool,
-# PostgreSQL, and headless Chromium with its WebDriver for the explorer's browser tests.
+# PostgreSQL, and headless Chromium with its WebDriver for the explorer's browser tests; Go with
+# its gRPC packages, protoc and its Go plugins, and Node.js with clients/js's npm packages for
+# the client examples (clients/).
 tools:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
 	  ( $(SUDO) apt-get update -qq && \
@@ -60,6 +63,24 @@ tools:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  ( $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null )
+	@command -v go >/dev/null && command -v protoc >/dev/null && command -v protoc-gen-go >/dev/null && \
+	  command -v protoc-gen-go-grpc >/dev/null && [ -d /usr/share/gocode/src/google.golang.org/grpc ] && \
+	  [ -f /usr/share/gocode/src/github.com/golang/protobuf/proto/registry.go ] || \
+	  ( $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends golang-go golang-google-grpc-dev \
+	      golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc \
+	      protobuf-compiler >/dev/null )
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null )
+	@[ clients/js/node_modules/.package-lock.json -nt clients/js/package-lock.json ] || \
+	  ( cd clients/js && npm ci --no-audit --no-fund --loglevel=error )
+
+# The client examples (README: Calling the services from other languages): the Go one compiled
+# into build/clients/go/bin against Debian's Go gRPC packages; the JavaScript one checked by node.
+clients: install tools
+	bash clients/go/build.sh build/clients
+	node --check clients/js/index.mjs
 
 run: install models
 	$(PY) -m vitrine.cli run $(ARGS)
@@ -71,6 +92,7 @@ lint: install
 	$(VENV)/bin/ruff check services tests scripts bench
 	$(VENV)/bin/ruff format --check services tests scripts bench
 	$(VENV)/bin/buf lint
+	$(VENV)/bin/buf breaking --against protos/releases/v1.binpb  # a v1 break cannot land
 
 format: install
 	$(VENV)/bin/ruff format services tests scripts bench
