@@ -23,7 +23,7 @@ from pathlib import Path
 from vitrine.tagger.audit import audit as run_audit
 from vitrine.tagger.audit import statistics as audit_statistics
 from vitrine.tagger.audit import write_report as write_audit
-from vitrine.tagger.data import load_documents, local_copy, sample
+from vitrine.tagger.data import Document, load_documents, local_copy, sample
 from vitrine.tagger.embeddings import (
     DEFAULT_CACHE,
     EmbeddingCache,
@@ -60,7 +60,16 @@ def _encoders(args: argparse.Namespace, text_model: str, image_model: str) -> En
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="objects with subjects: JSON lines (.gz) in the shared format")
-    parser.add_argument("--vocabulary", default=TaggerSettings().vocabulary, help="subject vocabulary (JSON lines)")
+    parser.add_argument(
+        "--vocabulary",
+        default=TaggerSettings().vocabulary,
+        help="subject vocabulary: JSON lines, or SKOS (.ttl, .rdf/.xml/.owl, .jsonld, .nt; .gz allowed)",
+    )
+    parser.add_argument(
+        "--vocabulary-language",
+        default=TaggerSettings().vocabulary_language,
+        help="preferred languages of SKOS labels, in order (fi,en); the tagger's vocabulary_language must match",
+    )
     parser.add_argument("--limit", type=int, default=0, help="use a seeded sample of this many objects (0 = all)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--embedder", default="", help="host:port of a running embedder (default: load the model here)")
@@ -130,7 +139,7 @@ def _train_and_evaluate(
         version=version,
     )
     if args.eval_data:
-        eval_docs = load_documents(args.eval_data)
+        eval_docs = _documents(args.eval_data, vocabulary)
         if args.eval_limit:
             eval_docs = sample(eval_docs, args.eval_limit, args.seed)
         metrics = evaluate_model(model, eval_docs, encoders, cache)
@@ -240,10 +249,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
 
 
+def _documents(path: str, vocabulary: Vocabulary) -> list[Document]:
+    """The objects with their subjects as the vocabulary names them: data that gives concepts by
+    URI or by another label (a harvested LIDO record's subjectConcept) trains the same tags."""
+    docs = load_documents(path)
+    for doc in docs:
+        doc.subjects = vocabulary.canonical_subjects(doc.subjects)
+    return docs
+
+
 def _run(args: argparse.Namespace) -> int:
-    vocabulary = Vocabulary.load(args.vocabulary)
+    vocabulary = Vocabulary.load(args.vocabulary, args.vocabulary_language)
     cache = EmbeddingCache(args.cache) if args.cache else None
-    docs = load_documents(args.data)
+    docs = _documents(args.data, vocabulary)
     if args.limit:
         docs = sample(docs, args.limit, args.seed)
     if args.command == "train":

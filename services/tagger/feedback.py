@@ -39,6 +39,7 @@ ACTION_NAMES = {
 }
 MAX_ID_CHARS = 200
 MAX_NOTE_CHARS = 4000
+MAX_CANDIDATES = 10  # concepts an ambiguous label's refusal names
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -84,19 +85,35 @@ def parse(request: tagger_pb2.SubmitFeedbackRequest, vocabulary: Vocabulary, whe
             raise invalid_argument(f"{where}{name} has {len(value)} characters: at most {MAX_ID_CHARS}")
     if request.action not in ACTION_NAMES:
         raise invalid_argument(f"{where}action is unset or unknown: give ACCEPT, REJECT or ADD")
-    if request.tag not in vocabulary.by_subject:
-        raise invalid_argument(
-            f"{where}tag {request.tag!r} is not in the tagger's vocabulary: use a tag id from SuggestTags"
-        )
+    tag = _tag(request.tag, vocabulary, where)
     if len(request.note) > MAX_NOTE_CHARS:
         raise invalid_argument(f"{where}note has {len(request.note)} characters: at most {MAX_NOTE_CHARS}")
     return Feedback(
         request.feedback_id,
         request.object_id,
-        request.tag,
+        tag,
         ACTION_NAMES[request.action],
         request.curator_id,
         request.note,
+    )
+
+
+def _tag(name: str, vocabulary: Vocabulary, where: str) -> str:
+    """The vocabulary's subject for a tag given by its id, its concept URI or (when only one
+    concept carries it) one of its labels; stored so, it meets the suggestions' tag ids."""
+    found = vocabulary.matches(name)
+    if len(found) == 1:
+        return found[0].subject
+    if found:
+        shown = ", ".join(f"{t.subject!r} ({t.uri})" if t.uri else repr(t.subject) for t in found[:MAX_CANDIDATES])
+        more = f" and {len(found) - MAX_CANDIDATES} more" if len(found) > MAX_CANDIDATES else ""
+        raise invalid_argument(
+            f"{where}tag {name!r} is ambiguous: {len(found)} concepts carry that label ({shown}{more}); "
+            "give the tag id or the concept URI of the one you mean"
+        )
+    raise invalid_argument(
+        f"{where}tag {name!r} is not in the tagger's vocabulary: use a tag id from SuggestTags "
+        "(a SKOS vocabulary also takes the concept URI or an unambiguous label)"
     )
 
 

@@ -183,7 +183,7 @@ class TaggerModel:
         """A suggestion without its explanation."""
         term = self.vocabulary.terms[int(ranked.candidates.tags[position])]
         return tagger_pb2.TagSuggestion(
-            tag=common_pb2.Tag(id=term.subject, label=term.subject, paths=list(term.paths)),
+            tag=common_pb2.Tag(id=term.subject, label=term.subject, paths=list(term.paths), uri=term.uri),
             score=float(ranked.probabilities[position]),
             kind=KINDS[self._is_supervised(ranked, position)],
             already_present=bool(existing and term.subject in existing[doc]),
@@ -282,6 +282,9 @@ class TaggerModel:
         np.save(self.directory / "tag_vectors.npy", self.context.tag_vectors.astype(np.float16))
         if self.context.tag_image_vectors is not None:
             np.save(self.directory / "tag_image_vectors.npy", self.context.tag_image_vectors.astype(np.float16))
+        if self.context.alt_label_vectors is not None and self.context.alt_label_tags is not None:
+            np.save(self.directory / "tag_alt_vectors.npy", self.context.alt_label_vectors.astype(np.float16))
+            np.save(self.directory / "tag_alt_columns.npy", self.context.alt_label_tags)
         np.save(self.directory / "tag_counts.npy", self.tag_counts)
         for name, backend in self.backends.items():
             folder = self.directory / "backends" / name
@@ -310,7 +313,14 @@ class TaggerModel:
         tag_vectors = np.load(directory / "tag_vectors.npy", allow_pickle=False).astype(np.float32)
         image_path = directory / "tag_image_vectors.npy"
         tag_image_vectors = np.load(image_path, allow_pickle=False).astype(np.float32) if image_path.exists() else None
-        model.context = Context(vocabulary, tag_vectors, tag_image_vectors)
+        alt_path, alt_columns_path = directory / "tag_alt_vectors.npy", directory / "tag_alt_columns.npy"
+        alt_vectors = alt_columns = None
+        if alt_path.exists() and alt_columns_path.exists():
+            alt_vectors = np.load(alt_path, allow_pickle=False).astype(np.float32)
+            alt_columns = np.load(alt_columns_path, allow_pickle=False).astype(np.int64)
+            if len(alt_columns) != len(alt_vectors) or (len(alt_columns) and alt_columns.max() >= len(vocabulary)):
+                raise ValueError(f"{directory}: the alternative labels' vectors and columns do not match")
+        model.context = Context(vocabulary, tag_vectors, tag_image_vectors, alt_vectors, alt_columns)
         model.tag_counts = np.load(directory / "tag_counts.npy", allow_pickle=False)
         for name in meta["backends"]:
             backend = BACKENDS[name](model.context)

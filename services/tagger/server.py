@@ -133,7 +133,9 @@ class Tagger:
         self.watch_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.vocabulary = await asyncio.to_thread(Vocabulary.load, self.settings.vocabulary)
+        self.vocabulary = await asyncio.to_thread(
+            Vocabulary.load, self.settings.vocabulary, self.settings.vocabulary_language
+        )
         store = self.settings.feedback_database_url or self.settings.feedback_db
         self.feedback = await asyncio.to_thread(open_feedback_store, store)
         self.safety = await asyncio.to_thread(SafetyRules.load, self.settings.safety_rules, self.vocabulary)
@@ -327,7 +329,11 @@ class Tagger:
         ones flagged `review_required`."""
         inputs = model.inputs(objects, vectors)
         decided = [decisions[o.id] for o in objects]
-        existing = [set(o.subjects) | d.accepted for o, d in zip(objects, decided, strict=True)]
+        # The object's own subjects may name tags by URI or label (a harvested record's concepts).
+        existing = [
+            set(model.vocabulary.canonical_subjects(o.subjects)) | d.accepted
+            for o, d in zip(objects, decided, strict=True)
+        ]
         wider = [k + len(d.rejected) for k, d in zip(ks, decided, strict=True)]
         explain = [not r.omit_explanations for r in requests]
         answers = model.suggest(inputs, wider, [r.threshold for r in requests], existing, explain=explain)

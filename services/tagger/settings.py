@@ -21,7 +21,10 @@ class TaggerSettings(ServerSettings):
     text_model: str = setting("mpnet", "Embedder model for object and tag texts.")
     vocabulary: str = setting(
         str(_SHARED_TATE / "subjects.jsonl.gz"),
-        "Subject vocabulary: JSON lines {subject, paths} (plain or .gz).",
+        "Subject vocabulary: JSON lines {subject, paths} or SKOS (.ttl, .rdf/.xml/.owl, .jsonld, .nt; plain or .gz).",
+    )
+    vocabulary_language: str = setting(
+        "en", "Preferred languages of a SKOS vocabulary's labels, in order (e.g. 'fi,en'); then untagged labels."
     )
     model_dir: str = setting("var/tagger/models", "Folder of trained model versions (one sub-folder each).")
     model_version: str = setting("", "Version (sub-folder of model_dir) to serve; empty = the newest trained.")

@@ -61,6 +61,12 @@ def train_model(
     docs = [d for d in docs if d.text or d.obj.image.WhichOneof("source")]
     tag_names = [t.subject for t in vocabulary]
     tag_vectors = embed_cached(tag_names, text_model, encoders.text, cache, progress=f"{text_model}: tags")
+    alt_texts, alt_columns = vocabulary.alt_label_rows()
+    alt_vectors = (
+        embed_cached(alt_texts, text_model, encoders.text, cache, progress=f"{text_model}: alternative labels")
+        if alt_texts
+        else None
+    )
     objects = [d.obj for d in docs]
     vectors = embed_objects(objects, text_model, tag_vectors.shape[1], encoders, cache)
     combined, tag_image_vectors = COMBINED, None
@@ -80,7 +86,9 @@ def train_model(
     tfidf = TfidfFeatures.fit(objects)
     inputs = Inputs(objects, vectors.text, tfidf.transform(objects), vectors.image, vectors.has_image)
     labels = label_matrix(docs, vocabulary)
-    context = Context(vocabulary, tag_vectors, tag_image_vectors)
+    context = Context(
+        vocabulary, tag_vectors, tag_image_vectors, alt_vectors, np.array(alt_columns, np.int64) if alt_texts else None
+    )
     base_rows, held_rows = split_holdout(len(docs), holdout_share, seed)
     held_rows = held_rows[tagged_mask(labels[held_rows])]
     say(f"{len(docs)} training documents: base models learn from {len(base_rows)}, the combiner from {len(held_rows)}")

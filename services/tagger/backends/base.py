@@ -51,6 +51,10 @@ class Context:
     tag_vectors: np.ndarray  # one unit-length row per tag (text model)
     # Tag rows in the image model's text tower (CLIP), when the system has one.
     tag_image_vectors: np.ndarray | None = None
+    # Unit-length rows of the tags' alternative labels (SKOS altLabel, text model) and the tag
+    # column of each: a tag matches by its best name. Empty for vocabularies without them.
+    alt_label_vectors: np.ndarray | None = None
+    alt_label_tags: np.ndarray | None = None
 
 
 class Backend(abc.ABC):

@@ -1,6 +1,8 @@
 """Semantic matching of tag names to the object's text: cosine similarity between the MPNet
 vector of the object's metadata and each tag's vector (its name, nudged towards its places in
-the hierarchy). Needs no curators' tags, so it reaches rare and never-used tags."""
+the hierarchy), or the vector of one of its alternative labels (SKOS altLabel) when that is
+closer: "automobiles" matches a text about a car through its altLabel "cars". Needs no
+curators' tags, so it reaches rare and never-used tags."""
 
 from __future__ import annotations
 
@@ -21,8 +23,16 @@ class SemanticText(Backend):
 
     def suggest(self, inputs: Inputs, limit: int) -> sp.csr_matrix:
         tags = self.context.tag_vectors
-        parts = [top_k_rows(inputs.text_vectors[s] @ tags.T, limit) for s in chunks(len(inputs), 1024)]
+        parts = [top_k_rows(self.similarities(inputs.text_vectors[s]), limit) for s in chunks(len(inputs), 1024)]
         return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, tags.shape[0]), dtype=np.float32)
+
+    def similarities(self, text_vectors: np.ndarray) -> np.ndarray:
+        """Objects × tags: each tag's best similarity over its name and alternative labels."""
+        scores = text_vectors @ self.context.tag_vectors.T
+        alt, columns = self.context.alt_label_vectors, self.context.alt_label_tags
+        if alt is not None and columns is not None and len(columns):
+            np.maximum.at(scores, (slice(None), columns), text_vectors @ alt.T)
+        return scores
 
     def save(self, directory: Path) -> None:
         """Stateless."""
