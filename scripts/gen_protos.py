@@ -23,6 +23,9 @@ PROTO_ROOT = ROOT / "protos"
 def generate(out_dir: Path) -> None:
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "vitrine" / "v1").glob("*.proto"))
     well_known = Path(grpc_tools.__file__).parent / "_proto"
+    # google/rpc/status.proto is vendored under protos/ (protos/google/README.md: buf sees only
+    # this module, offline), so -I protos finds it; only vitrine/v1 gets stubs, because the
+    # generated code imports google.rpc.status_pb2 from googleapis-common-protos.
     with tempfile.TemporaryDirectory() as tmp:
         args = [
             "grpc_tools.protoc",

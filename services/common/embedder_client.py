@@ -1,8 +1,8 @@
 """Client of the embedder service, shared by search, tagger and the offline jobs.
 
 It splits large inputs into requests the embedder accepts, retries while the embedder is
-unavailable (with back-off, within the caller's time budget) and returns numpy arrays.
-Failures surface as `ServiceError(UNAVAILABLE)` so callers can degrade or report them.
+unavailable (with back-off, or after the delay the embedder's RetryInfo asks for) and returns numpy
+arrays. Failures surface as `ServiceError(UNAVAILABLE)` so callers can degrade or report them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from vitrine.common import rich_errors
 from vitrine.common.channels import open_channel
 from vitrine.common.errors import ServiceError, unavailable
 from vitrine.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
@@ -91,14 +92,20 @@ class EmbedderClient:
                         # back-off (up to minutes) before noticing that the embedder is back.
                         await self.close()
                         raise unavailable(
-                            f"embedder at {self.address} unavailable ({exc.code().name}: {exc.details()}); retry later"
+                            f"embedder at {self.address} unavailable ({exc.code().name}: {exc.details()}); retry later",
+                            "EMBEDDER_UNAVAILABLE",
+                            metadata={"embedder_code": exc.code().name},
                         ) from exc
-                    raise ServiceError(exc.code(), f"embedder: {exc.details()}") from exc
+                    raise ServiceError(exc.code(), f"embedder: {exc.details()}", rich_errors.details_of(exc)) from exc
+                asked = rich_errors.retry_delay(exc)
+                # The embedder's own RetryInfo (a full queue drains in about a batch's time) beats
+                # the guess, but never past this client's time budget for one call.
+                wait = min(asked, self.timeout_s) if asked is not None else delay
                 log.warning(
                     "embedder call failed, retrying",
-                    extra={"method": method, "code": exc.code().name, "attempt": attempt + 1},
+                    extra={"method": method, "code": exc.code().name, "attempt": attempt + 1, "wait_s": wait},
                 )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(wait)
                 delay *= 2
         raise AssertionError("unreachable")
 

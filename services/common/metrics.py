@@ -75,7 +75,8 @@ class _Call:
         """Map an exception to a status; always raises."""
         if isinstance(exc, ServiceError):
             self.code = exc.code.name
-            await self.context.abort(exc.code, exc.message)
+            # Rich details (BadRequest, ErrorInfo, RetryInfo) travel in the trailing metadata.
+            await self.context.abort(exc.code, exc.message, trailing_metadata=exc.trailing_metadata())
         if isinstance(exc, grpc.aio.AbortError):
             self.code = _code_of(self.context)
             raise exc

@@ -83,7 +83,9 @@ class MicroBatcher:
         """Embed `items` (all or nothing); returns one row per item, in order."""
         if self._queue.qsize() + len(items) > self.max_queue:
             raise resource_exhausted(
-                f"embedder queue for {self.labels[0]} is full ({self.max_queue} items waiting); retry with back-off"
+                f"embedder queue for {self.labels[0]} is full ({self.max_queue} items waiting); retry with back-off",
+                "QUEUE_FULL",
+                metadata={"model": self.labels[0], "max_queue": str(self.max_queue)},
             )
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]

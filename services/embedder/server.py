@@ -32,6 +32,8 @@ MODEL_INFO = Gauge(
 
 _MODALITY = {TEXT: embedder_pb2.MODALITY_TEXT, IMAGE: embedder_pb2.MODALITY_IMAGE}
 _STREAM_WINDOW = 256  # items a StreamEmbed call may have in flight before it stops reading
+LOADING = "the embedder is still loading its models; retry in a few seconds"
+LOADING_RETRY_S = 5.0  # loading takes tens of seconds: asking sooner only adds load
 
 
 class Embedder:
@@ -81,7 +83,7 @@ class Embedder:
 
     def model_for(self, name: str, modality: str) -> EmbeddingModel:
         if not self.ready:
-            raise unavailable("the embedder is still loading its models; retry in a few seconds")
+            raise unavailable(LOADING, "MODELS_LOADING", LOADING_RETRY_S)
         model = self.models.get(name)
         if model is None:
             known = ", ".join(self.models) or "none"
@@ -225,7 +227,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
 
     async def ListModels(self, request: embedder_pb2.ListModelsRequest, context: grpc.aio.ServicerContext):
         if not self.embedder.ready:
-            raise unavailable("the embedder is still loading its models; retry in a few seconds")
+            raise unavailable(LOADING, "MODELS_LOADING", LOADING_RETRY_S)
         clip = self.embedder.models.get("clip")
         return embedder_pb2.ListModelsResponse(
             models=self.embedder.model_infos(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tqdm import tqdm
 
-from vitrine.common import channels
+from vitrine.common import channels, rich_errors
 from vitrine.common.security import bearer
 from vitrine.search.records import Loaded
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
@@ -30,6 +31,8 @@ log = logging.getLogger("vitrine.search.ingest")
 # Keep a batch's images well under the gRPC message limit (32 MiB by default on both sides).
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
+# The object a field violation is about: "objects[17].image" -> 17.
+_OBJECT_FIELD = re.compile(r"^objects\[(\d+)\]")
 
 
 class IngestError(RuntimeError):
@@ -143,10 +146,31 @@ async def _upsert(
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in _RETRYABLE or attempt == 3:
                 raise
-            log.warning("upsert failed, retrying", extra={"code": exc.code().name, "attempt": attempt + 1})
-            await asyncio.sleep(delay)
+            # The service's RetryInfo says how long a full queue or a restart takes; else back off.
+            asked = rich_errors.retry_delay(exc)
+            wait = asked if asked is not None else delay
+            log.warning(
+                "upsert failed, retrying",
+                extra={"code": exc.code().name, "attempt": attempt + 1, "wait_s": wait},
+            )
+            await asyncio.sleep(wait)
             delay *= 2
     raise AssertionError("unreachable")
+
+
+def _refused(violations: list[tuple[str, str]]) -> dict[int, str]:
+    """Index in the request -> what the service said is wrong with that object."""
+    found: dict[int, str] = {}
+    for path, description in violations:
+        matched = _OBJECT_FIELD.match(path)
+        if matched:
+            found.setdefault(int(matched.group(1)), description)
+    return found
+
+
+def _reason(error: search_pb2.ObjectError) -> str:
+    """An ObjectError in the summary's words: its violation's description (it names the field)."""
+    return next(iter(_refused(rich_errors.violations_of(error.status)).values()), error.status.message)
 
 
 async def ingest(
@@ -182,15 +206,21 @@ async def ingest(
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                     raise IngestError(f"UpsertObjects at {address} failed: {exc.code().name}: {exc.details()}") from exc
-                for item in batch:
-                    summary.skip(item.where, f"refused by the service: {exc.details()}")
+                # Every object refused: the status details say why, object by object.
+                refused = _refused(rich_errors.violations_of(exc))
+                for n, item in enumerate(batch):
+                    where = f"{item.where} ({item.object.id})" if item.object is not None else item.where
+                    summary.skip(where, refused.get(n, f"refused by the service: {exc.details()}"))
             else:
                 summary.upserted += answer.upserted
                 summary.unchanged += answer.unchanged
+                refused = {e.index: _reason(e) for e in answer.errors}
                 skipped = {s.id: s.reason for s in answer.skipped}
-                for item in batch:
+                for n, item in enumerate(batch):
                     assert item.object is not None
-                    if item.object.id in skipped:
+                    if n in refused:
+                        summary.skip(f"{item.where} ({item.object.id})", refused[n])
+                    elif item.object.id in skipped:
                         summary.skip(f"{item.where} ({item.object.id})", skipped[item.object.id])
                     elif item.object.image.WhichOneof("source"):
                         summary.with_image += 1

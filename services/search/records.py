@@ -38,6 +38,8 @@ _YEAR_IN_DATE = re.compile(r"(?<!\d)(\d{3,4})(?!\d)")
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 
 EXTRA_IMAGE_SOURCE = "image_source"
+# Written by `vitrine-search export` (export.py), not read back: the tagger gives machine tags again.
+EXPORT_ONLY_FIELDS = ("machine_tags", "machine_tags_version")
 
 
 @dataclass
@@ -173,7 +175,7 @@ def record_to_object(record: Mapping[str, Any]) -> common_pb2.CollectionObject:
     for name in LIST_FIELDS:
         getattr(obj, name).extend(_list(record.get(name)))
 
-    used = {id_field, *TEXT_FIELDS, *LIST_FIELDS, "year", "extra"}
+    used = {id_field, *TEXT_FIELDS, *LIST_FIELDS, "year", "extra", *EXPORT_ONLY_FIELDS}
     extra: dict[str, str] = {}
     for key, value in record.items():
         if key in used or key in IMAGE_FIELDS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import sys
 from collections import Counter as Tally
 from collections.abc import Awaitable, Mapping, Sequence
@@ -33,9 +34,11 @@ from vitrine.common.validation import bounded_int, known_enum, require_count, re
 from vitrine.search import keywords
 from vitrine.search.fusion import FusedHit, check_weights, fuse
 from vitrine.search.indexing import IndexBuilder
+from vitrine.search.listing import list_objects
 from vitrine.search.machine_tags import MachineTagger
 from vitrine.search.recommend import cluster_likes, interleave, mean_query
 from vitrine.search.records import content_hash, object_text, object_to_payload, payload_to_object
+from vitrine.search.refusals import MAX_ID_CHARS, check_objects
 from vitrine.search.settings import ENV_PREFIX, SearchSettings
 from vitrine.search.snapshot_service import SnapshotService
 from vitrine.search.store import (
@@ -98,8 +101,6 @@ CORRECTION_SAMPLE = 200
 # Keyword hits checked for a museum id typed in the query (its rare exact term ranks it near the top).
 ACCESSION_CANDIDATES = 20
 
-MAX_ID_CHARS = 512
-MAX_IMAGE_ORIGIN_CHARS = 2048
 # RPCs that change the collection or copy it out whole: they need the auth token when one is configured.
 WRITE_METHODS = ("UpsertObjects", "DeleteObjects", "CreateSnapshot", "DownloadSnapshot", "DeleteSnapshot")
 MAX_DELETE_IDS = 1000
@@ -114,6 +115,9 @@ MAX_IMAGE_BYTES_PER_CALL = 16 * 1024 * 1024
 PARTIAL_PREFIX = "partial:"
 # Preferred image models, best first, when the settings leave the choice to the service.
 IMAGE_MODEL_PREFERENCE = ("clip", "efficientnet-lite0")
+
+
+_EMBEDDER_INDEX = re.compile(r"\bimages\[\d+\]")
 
 
 def _has_image(obj: common_pb2.CollectionObject) -> bool:
@@ -258,26 +262,6 @@ class SearchService:
 
     # -- write path ------------------------------------------------------------------------
 
-    def _validate_objects(self, objects: Sequence[common_pb2.CollectionObject]) -> None:
-        require_count(objects, "objects", self.settings.max_objects_per_upsert)
-        first_at: dict[str, int] = {}
-        for i, obj in enumerate(objects):
-            if not obj.id.strip():
-                raise invalid_argument(f"objects[{i}].id is empty: every object needs its museum id")
-            if len(obj.id) > MAX_ID_CHARS:
-                raise invalid_argument(f"objects[{i}].id has {len(obj.id)} characters: at most {MAX_ID_CHARS}")
-            if len(obj.image.origin) > MAX_IMAGE_ORIGIN_CHARS:
-                raise invalid_argument(
-                    f"objects[{i}].image.origin has {len(obj.image.origin)} characters: "
-                    f"at most {MAX_IMAGE_ORIGIN_CHARS} (a file path or URL)"
-                )
-            if obj.id in first_at:
-                raise invalid_argument(
-                    f"id {obj.id!r} appears twice (objects[{first_at[obj.id]}] and objects[{i}]): "
-                    "send each object once a request"
-                )
-            first_at[obj.id] = i
-
     async def _embed_images(self, images: list[common_pb2.Image]) -> list[np.ndarray | str]:
         """One vector per image, or the reason it could not be embedded. A bad image fails the
         whole embedder call, so a failed group is retried image by image."""
@@ -300,7 +284,8 @@ class SearchService:
                     except ServiceError as one:
                         if one.code != grpc.StatusCode.INVALID_ARGUMENT:
                             raise
-                        results.append(one.message.removeprefix("embedder: "))
+                        # Sent one at a time, the embedder's "images[0]" means this image.
+                        results.append(_EMBEDDER_INDEX.sub("the image", one.message.removeprefix("embedder: ")))
             group, size = [], 0
 
         for image in images:
@@ -313,7 +298,11 @@ class SearchService:
 
     async def upsert(self, objects: Sequence[common_pb2.CollectionObject]) -> search_pb2.UpsertObjectsResponse:
         self.check_ready()
-        self._validate_objects(objects)
+        refusals = check_objects(objects, self.settings.max_objects_per_upsert)
+        if refusals.all_refused():
+            raise refusals.error()
+        index_of = {o.id: i for i, o in enumerate(objects) if i not in refusals}
+        objects = [objects[i] for i in index_of.values()]
         answer = search_pb2.UpsertObjectsResponse()
         # The keyword format (and whether machine tags are wanted) is hashed in too: when it
         # changes, stored objects are re-indexed.
@@ -341,7 +330,7 @@ class SearchService:
             if not self.image_model:
                 image_problems[o.id] = "the embedder has no image model"
             elif o.image.HasField("data") and len(o.image.data) > max_image_bytes:
-                image_problems[o.id] = f"image larger than {self.settings.max_image_mb:g} MiB"
+                refusals.image_too_large(index_of[o.id], self.settings.max_image_mb)
             else:
                 with_image.append(o)
 
@@ -358,17 +347,16 @@ class SearchService:
             vectors[museum_id]["text"] = row
         for o, result in zip(with_image, image_rows, strict=True):
             if isinstance(result, str):
-                image_problems[o.id] = f"image not embedded: {result}"
+                refusals.image_not_embedded(index_of[o.id], result, has_text=bool(texts[o.id]))
             else:
                 vectors[o.id]["image"] = result
 
         points = []
         for o in changed:
+            if index_of[o.id] in refusals:
+                continue
             if not vectors[o.id]:
-                reason = "no metadata text to embed and no image"
-                if o.id in image_problems:
-                    reason = f"no metadata text to embed, and {image_problems[o.id]}"
-                answer.skipped.add(id=o.id, reason=reason)
+                refusals.nothing_to_embed(index_of[o.id], image_problems.get(o.id, ""))
                 continue
             # Partial: stored without its image or machine tags; the next ingest tries again.
             partial = o.id in image_problems or machine_tags is None
@@ -387,10 +375,13 @@ class SearchService:
                 sparse[keywords.TAGS] = tag_vector
                 payload[TAG_TERMS_FIELD] = keywords.tag_term_ids(o.subjects, machine)
             points.append(StoredPoint(o.id, {**vectors[o.id], **sparse}, payload))
+        if refusals.all_refused():
+            raise refusals.error()
         await self.store.upsert(points)
         if self.indexer is not None:
             self.indexer.wrote()
         answer.upserted = len(points)
+        refusals.fill(answer)
         if image_problems:
             log.warning(
                 "objects stored without their image",
@@ -398,7 +389,7 @@ class SearchService:
             )
         log.info(
             "upsert",
-            extra={"upserted": answer.upserted, "unchanged": answer.unchanged, "skipped": len(answer.skipped)},
+            extra={"upserted": answer.upserted, "unchanged": answer.unchanged, "refused": len(answer.errors)},
         )
         return answer
 
@@ -430,6 +421,12 @@ class SearchService:
             ],
             machine_tags_version=found.payload.get("machine_tags_version", ""),
         )
+
+    async def list_objects(self, request: search_pb2.ListObjectsRequest) -> search_pb2.ListObjectsResponse:
+        self.check_ready()
+        settings = self.settings
+        conditions = to_conditions(request.filter)
+        return await list_objects(self.store, request, conditions, settings.default_page_size, settings.max_page_size)
 
     async def collection_info(self) -> search_pb2.GetCollectionInfoResponse:
         self.check_ready()
@@ -799,6 +796,9 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def GetCollectionInfo(self, request: search_pb2.GetCollectionInfoRequest, context: grpc.aio.ServicerContext):
         return await self.service.collection_info()
+
+    async def ListObjects(self, request: search_pb2.ListObjectsRequest, context: grpc.aio.ServicerContext):
+        return await self.service.list_objects(request)
 
     async def CreateSnapshot(self, request: search_pb2.CreateSnapshotRequest, context: grpc.aio.ServicerContext):
         self.service.check_ready()

@@ -49,7 +49,7 @@ class SearchSettings(ServerSettings):
     )
     index_idle_s: float = setting(30.0, "Embedded store: seconds without writes before an index build starts.")
     max_objects_per_upsert: int = setting(256, "Most objects one UpsertObjects request may carry.")
-    max_image_mb: float = setting(20.0, "Largest image (in MiB) UpsertObjects embeds; larger ones are left out.")
+    max_image_mb: float = setting(20.0, "Largest image (in MiB) UpsertObjects embeds; a larger one is refused.")
     max_query_chars: int = setting(1000, "Longest query text accepted, in characters.")
     default_page_size: int = setting(12, "Hits a page holds when the request does not say.")
     max_page_size: int = setting(100, "Most hits one page may hold.")

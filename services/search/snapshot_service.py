@@ -142,7 +142,9 @@ class SnapshotService:
             raise resource_exhausted(
                 f"the snapshot folder {self.folder} has {free / 2**20:.0f} MiB free, a snapshot needs about "
                 f"{needed / 2**20:.0f} MiB: free space, delete old snapshots (DeleteSnapshot) or set "
-                "VITRINE_SEARCH_SNAPSHOT_DIR to a larger disk"
+                "VITRINE_SEARCH_SNAPSHOT_DIR to a larger disk",
+                "SNAPSHOT_NO_SPACE",
+                retry_s=None,  # space does not free itself: no RetryInfo
             )
 
     async def _create_archive(self, requested: str) -> tuple[search_pb2.Snapshot, dict[str, float]]:
@@ -159,7 +161,9 @@ class SnapshotService:
             info = await asyncio.to_thread(snapshot.publish, self._archive(name), info)
         except snapshot.NoSpace as exc:
             raise resource_exhausted(
-                f"{exc}: free space, delete old snapshots (DeleteSnapshot) or set VITRINE_SEARCH_SNAPSHOT_DIR"
+                f"{exc}: free space, delete old snapshots (DeleteSnapshot) or set VITRINE_SEARCH_SNAPSHOT_DIR",
+                "SNAPSHOT_NO_SPACE",
+                retry_s=None,
             ) from exc
         finally:
             self._writing.discard(name)

@@ -295,6 +295,14 @@ class VectorStore(ABC):
         self.dimensions()
         return self._count(conditions)
 
+    def scroll(
+        self, conditions: Conditions | None, limit: int, start: str | None, payload_fields: Sequence[str] | None
+    ) -> tuple[list[StoredPoint], str | None]:
+        """Up to `limit` objects in point-key order from the point key `start` on (None: the
+        first), and the key of the next one (None: no more). For ListObjects (listing.py)."""
+        self.dimensions()
+        return self._scroll(conditions, limit, start, payload_fields)
+
     def query(
         self,
         vector_name: str,
@@ -395,6 +403,11 @@ class VectorStore(ABC):
 
     @abstractmethod
     def _count(self, conditions: Conditions | None) -> int: ...
+
+    @abstractmethod
+    def _scroll(
+        self, conditions: Conditions | None, limit: int, start: str | None, payload_fields: Sequence[str] | None
+    ) -> tuple[list[StoredPoint], str | None]: ...
 
     @abstractmethod
     def _query(
@@ -678,6 +691,21 @@ class EmbeddedStore(VectorStore):
 
     def _count(self, conditions: Conditions | None) -> int:
         return int(self._shard.count(self._qe.CountRequest(exact=True, filter=self._filter(conditions))))
+
+    def _scroll(
+        self, conditions: Conditions | None, limit: int, start: str | None, payload_fields: Sequence[str] | None
+    ) -> tuple[list[StoredPoint], str | None]:
+        qe = self._qe
+        fields = None if payload_fields is None else [ID_FIELD, *payload_fields]
+        request = qe.ScrollRequest(
+            offset=uuid.UUID(start) if start else None,
+            limit=limit,
+            filter=self._filter(conditions),
+            with_payload=True if fields is None else qe.PayloadSelector.Include(fields),
+            with_vector=False,
+        )
+        records, following = self._shard.scroll(request)
+        return list(_points(records, False, payload_fields).values()), None if following is None else str(following)
 
     def _query(
         self,
@@ -972,6 +1000,19 @@ class ServerStore(VectorStore):
     def _count(self, conditions: Conditions | None) -> int:
         return int(self._client.count(self.collection, count_filter=self._filter(conditions), exact=True).count)
 
+    def _scroll(
+        self, conditions: Conditions | None, limit: int, start: str | None, payload_fields: Sequence[str] | None
+    ) -> tuple[list[StoredPoint], str | None]:
+        records, following = self._client.scroll(
+            self.collection,
+            scroll_filter=self._filter(conditions),
+            limit=limit,
+            offset=start,
+            with_payload=True if payload_fields is None else [ID_FIELD, *payload_fields],
+            with_vectors=False,
+        )
+        return list(_points(records, False, payload_fields).values()), None if following is None else str(following)
+
     def _query(
         self,
         vector_name: str,
@@ -1113,6 +1154,11 @@ class AsyncStore:
 
     async def count(self, conditions: Conditions | None = None) -> int:
         return await self._run(self.store.count, conditions)
+
+    async def scroll(
+        self, conditions: Conditions | None, limit: int, start: str | None, payload_fields: Sequence[str] | None
+    ) -> tuple[list[StoredPoint], str | None]:
+        return await self._run(self.store.scroll, conditions, limit, start, payload_fields)
 
     async def query(
         self,

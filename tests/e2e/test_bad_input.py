@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -450,6 +451,36 @@ def cases(web: str) -> list[Case]:
             CODE.NOT_FOUND,
             "ListSnapshots",
         ),
+        Case(
+            "upsert whose every object is wrong",
+            "search",
+            "UpsertObjects",
+            search_pb2.UpsertObjectsRequest(
+                objects=[
+                    _obj(id="twice", title="a"),
+                    _obj(id="twice", title="b"),
+                    _obj(id="broken", image=_image(b"x")),
+                ]
+            ),
+            CODE.INVALID_ARGUMENT,
+            "objects[2].image",
+        ),
+        Case(
+            "list page token not issued",
+            "search",
+            "ListObjects",
+            search_pb2.ListObjectsRequest(page=common_pb2.PageRequest(page_token="eyJ2IjoxfQ")),
+            CODE.INVALID_ARGUMENT,
+            "not one this service issued",
+        ),
+        Case(
+            "list field that does not exist",
+            "search",
+            "ListObjects",
+            search_pb2.ListObjectsRequest(read_mask=field_mask_pb2.FieldMask(paths=["title", "price"])),
+            CODE.INVALID_ARGUMENT,
+            "read_mask.paths[1]",
+        ),
     ]
 
 
@@ -538,6 +569,11 @@ REQUESTS: dict[tuple[str, str], st.SearchStrategy[Message]] = {
         space=st.integers(0, 5),
     ),
     ("search", "GetObject"): st.builds(search_pb2.GetObjectRequest, id=TEXT),
+    ("search", "ListObjects"): st.builds(
+        search_pb2.ListObjectsRequest,
+        page=st.builds(common_pb2.PageRequest, page_size=st.integers(-5, 500), page_token=st.text(max_size=60)),
+        read_mask=st.builds(field_mask_pb2.FieldMask, paths=st.lists(st.sampled_from(["title", "image", "x", ""]))),
+    ),
     ("tagger", "SuggestTags"): st.builds(
         tagger_pb2.SuggestTagsRequest,
         object=st.builds(common_pb2.CollectionObject, id=TEXT, title=TEXT, artist=TEXT, medium=TEXT),

@@ -146,6 +146,25 @@ def test_upsert_replaces_by_id(store: VectorStore) -> None:
     assert set(got.vectors) == {"text"}  # and so are the vectors
 
 
+def test_scroll_pages_through_every_point_once_in_a_stable_order(store: VectorStore) -> None:
+    def scroll_all(conditions: Conditions | None, limit: int) -> list[StoredPoint]:
+        found, start = [], None
+        while True:
+            page, start = store.scroll(conditions, limit, start, ["title"])
+            assert len(page) <= limit
+            found += page
+            if start is None:
+                return found
+
+    everything = scroll_all(None, 5)
+    assert sorted(p.id for p in everything) == sorted(p.id for p in make_points())
+    assert [p.id for p in scroll_all(None, 7)] == [p.id for p in everything]  # same order, any page size
+    assert all(set(p.payload) <= {"title"} for p in everything)
+    blake = scroll_all(Conditions(artists=("Blake",)), 5)
+    assert len(blake) == 12 and {p.id for p in blake} < {p.id for p in everything}
+    assert store.scroll(Conditions(classifications=("sculpture",)), 5, None, None) == ([], None)
+
+
 def test_count_with_conditions(store: VectorStore) -> None:
     assert store.count() == 36
     assert store.count(Conditions(artists=("Blake",))) == 12
