@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -57,3 +59,25 @@ def wait_until_answering(service: ServiceProcess, timeout_s: float = 60) -> None
         except OSError:
             time.sleep(0.2)
     raise AssertionError(f"{service.name} at {service.url} did not answer /healthz in {timeout_s} s")
+
+
+def minilm_search_env(embedder: ServiceProcess, data_dir: Path) -> dict[str, str]:
+    """A search service on the small MiniLM text model of `embedder`, its store in `data_dir`."""
+    return {
+        "VITRINE_SEARCH_EMBEDDER_ADDRESS": embedder.address,
+        "VITRINE_SEARCH_TEXT_MODEL": "minilm",
+        "VITRINE_SEARCH_DATA_DIR": str(data_dir),
+    }
+
+
+def search_cli(search: ServiceProcess, *args: str, timeout_s: float = 180) -> str:
+    """`vitrine-search --address <search> ARGS`, which must succeed; what it printed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "vitrine.search.cli", "--address", search.address, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout

@@ -1,8 +1,12 @@
 """`vitrine-search`: load records into a running search service, look at the collection.
 
     vitrine-search ingest objects.jsonl.gz [--images DIR] [--limit N]
+    vitrine-search ingest https://museum.org/iiif/collection.json [--language en]   # IIIF 3 / 2.1
+    vitrine-search ingest export.csv --columns mapping.yaml [--dry-run N]          # CSV exports
     vitrine-search load-demo            # the demo collection (Tate records + paintings with images)
     vitrine-search info
+    vitrine-search harvest https://museum.org/oai --metadata-prefix lido   # OAI-PMH, incremental
+    vitrine-search export objects.jsonl   # every object (ListObjects) as JSON lines ingest reads
     vitrine-search search "sailing ship in a storm"
     vitrine-search eval --data tate_dev.jsonl.gz --out eval/   # search and recommend quality
     vitrine-search snapshot --out backup.tar                   # consistent copy of the store
@@ -18,20 +22,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.json_format import MessageToDict
 
 from vitrine.common.security import bearer
-from vitrine.search import evaluate, snapshot, snapshot_restore
+from vitrine.search import evaluate, export, harvest, snapshot, snapshot_restore
+from vitrine.search.fetch import FetchSettings
+from vitrine.search.formats import columns, iiif
 from vitrine.search.ingest import IngestError, IngestSummary, collection_info, ingest, open_channel
-from vitrine.search.records import DEFAULT_MAX_IMAGE_BYTES, RecordError, count_rows, load_records, read_rows
+from vitrine.search.records import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    Loaded,
+    RecordError,
+    count_rows,
+    load_records,
+    read_rows,
+    record_to_object,
+)
 from vitrine.search.settings import DEFAULT_ADDRESS
 from vitrine.search.store import StoreError
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
@@ -101,13 +117,67 @@ async def _ingest_file(
     )
 
 
+def preview_records(path: Path, rows: Iterable[tuple[int, dict[str, Any] | str]]) -> Iterator[Loaded]:
+    """Records as objects without reading their images (for a dry run)."""
+    for number, row in rows:
+        where = f"{path.name}:{number}"
+        try:
+            yield Loaded(where, record_to_object(row)) if isinstance(row, dict) else Loaded(where, skipped=row)
+        except RecordError as exc:
+            yield Loaded(where, skipped=str(exc))
+
+
+def _dry_run(items: Iterable[Loaded], n: int) -> int:
+    """Print the first `n` records as they would be stored (JSON lines of the CollectionObject
+    fields; skipped ones on stderr), storing nothing."""
+    for item in itertools.islice(items, n):
+        if item.object is None:
+            print(f"{item.where}: skipped: {item.skipped}", file=sys.stderr)
+        else:
+            print(json.dumps(MessageToDict(item.object, preserving_proto_field_name=True), ensure_ascii=False))
+    return 0
+
+
+async def _ingest_iiif(args: argparse.Namespace) -> int:
+    settings = iiif.IiifSettings(
+        language=args.language,
+        max_manifests=args.limit or iiif.IiifSettings.max_manifests,
+        fetch=FetchSettings(max_bytes=int(args.max_image_mb * 2**20)),
+        images=args.dry_run is None,
+    )
+    loaded = iiif.read_iiif(args.path, settings)
+    if args.dry_run is not None:
+        return _dry_run(loaded, args.dry_run)
+    summary = await ingest(
+        loaded,
+        args.address,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        progress=not args.quiet,
+        wait_s=args.wait,
+        description="iiif",
+        token=args.token,
+        tls_ca_file=args.tls_ca_file,
+    )
+    _print_summary(summary)
+    return 0
+
+
 async def cmd_ingest(args: argparse.Namespace) -> int:
+    if args.iiif or (not args.columns and iiif.looks_like_iiif(args.path)):
+        return await _ingest_iiif(args)
     path = Path(args.path)
     if not path.is_file():
         raise SystemExit(f"vitrine-search: no such file: {path}")
     if args.images and not Path(args.images).is_dir():
         raise SystemExit(f"vitrine-search: --images {args.images} is not a folder")
-    summary = await _ingest_file(args, path, Path(args.images) if args.images else None, args.limit, wait_s=args.wait)
+    rows = list(columns.mapped_rows(path, columns.load_mapping(args.columns))) if args.columns else None
+    if args.dry_run is not None:
+        preview = rows if rows is not None else read_rows(path)
+        return _dry_run(preview_records(path, preview), args.dry_run)
+    summary = await _ingest_file(
+        args, path, Path(args.images) if args.images else None, args.limit, rows=rows, wait_s=args.wait
+    )
     _print_summary(summary)
     return 0
 
@@ -283,12 +353,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="No progress bar.")
 
     p = commands.add_parser("ingest", help="Load records (JSONL, JSONL.gz, JSON, CSV) into the collection.")
-    p.add_argument("path", help="Records file.")
+    p.add_argument("path", help="Records file, or a IIIF manifest or collection (URL or .json file).")
     p.add_argument(
         "--images",
         help="Folder of the records' image files (the `file` field); default: next to the records file.",
     )
-    p.add_argument("--limit", type=int, help="Only the first N records.")
+    p.add_argument("--limit", type=int, help="Only the first N records (IIIF: manifests).")
+    p.add_argument(
+        "--iiif", action="store_true", help="PATH is a IIIF manifest or collection (found by itself for URLs and JSON)."
+    )
+    p.add_argument("--language", default="en", help="IIIF: the language to read labels and values in (default en).")
+    p.add_argument("--columns", metavar="MAPPING.yaml", help="PATH is a CSV export mapped by this file (README).")
+    p.add_argument(
+        "--dry-run", type=int, metavar="N", help="Print the first N records as they would be stored; store nothing."
+    )
     loading_options(p)
 
     p = commands.add_parser("load-demo", help="Load the demo collection: Tate records and paintings with images.")
@@ -303,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     loading_options(p)
 
     commands.add_parser("info", help="Collection size, models and store.")
+
+    p = commands.add_parser("export", help="Write every object (with curators' and machine tags) as JSON lines.")
+    export.add_arguments(p)
+
+    p = commands.add_parser("harvest", help="Harvest an OAI-PMH endpoint (Dublin Core or LIDO), changes only.")
+    harvest.add_arguments(p)
+    loading_options(p)
 
     p = commands.add_parser("search", help="Search the collection (quick check from the terminal).")
     p.add_argument("query")
@@ -342,6 +427,8 @@ COMMANDS = {
     "ingest": cmd_ingest,
     "load-demo": cmd_load_demo,
     "info": cmd_info,
+    "export": export.run,
+    "harvest": harvest.cmd_harvest,
     "search": cmd_search,
     "snapshot": cmd_snapshot,
 }

@@ -44,8 +44,16 @@ def iiif_image_url(url: str) -> str:
 
 
 def fetch_image_bytes(url: str, settings: FetchSettings = FetchSettings()) -> bytes:
-    target = iiif_image_url(url)
-    request = urllib.request.Request(target, headers={"User-Agent": "vitrine-ingest", "Accept": "image/*"})
+    try:
+        return fetch_bytes(iiif_image_url(url), settings, accept="image/*")
+    except FetchError as exc:
+        raise FetchError(f"{url}: {exc}") from exc
+
+
+def fetch_bytes(url: str, settings: FetchSettings = FetchSettings(), accept: str = "*/*") -> bytes:
+    """The body at `url`, bounded and retried as the module says; FetchError says why not (without
+    the URL: callers name what they were fetching)."""
+    request = urllib.request.Request(url, headers={"User-Agent": "vitrine-ingest", "Accept": accept})
     last = ""
     for attempt in range(settings.retries + 1):
         if attempt:
@@ -54,17 +62,17 @@ def fetch_image_bytes(url: str, settings: FetchSettings = FetchSettings()) -> by
             with urllib.request.urlopen(request, timeout=settings.timeout_s) as response:
                 declared = response.headers.get("Content-Length")
                 if declared and declared.isdigit() and int(declared) > settings.max_bytes:
-                    raise FetchError(f"{url}: {int(declared)} bytes, more than the {settings.max_bytes} allowed")
+                    raise FetchError(f"{int(declared)} bytes, more than the {settings.max_bytes} allowed")
                 data = response.read(settings.max_bytes + 1)
         except urllib.error.HTTPError as exc:
             last = f"HTTP {exc.code}"
             if exc.code not in _TRANSIENT_HTTP:
-                raise FetchError(f"{url}: {last}") from exc
+                raise FetchError(last) from exc
             continue
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             last = str(getattr(exc, "reason", exc))
             continue
         if len(data) > settings.max_bytes:
-            raise FetchError(f"{url}: more than the {settings.max_bytes} bytes allowed")
+            raise FetchError(f"more than the {settings.max_bytes} bytes allowed")
         return data
-    raise FetchError(f"{url}: {last} (after {settings.retries + 1} attempts)")
+    raise FetchError(f"{last} (after {settings.retries + 1} attempts)")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.servers import LOG_DIR, ServiceProcess, running_service, start_service
+from tests.servers import LOG_DIR, ServiceProcess, minilm_search_env, running_service, search_cli, start_service
 from vitrine.launcher import start_service as launch
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
 
@@ -62,11 +60,7 @@ def embedder() -> Iterator[ServiceProcess]:
 
 @pytest.fixture(scope="module")
 def search_env(embedder: ServiceProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return {
-        "VITRINE_SEARCH_EMBEDDER_ADDRESS": embedder.address,
-        "VITRINE_SEARCH_TEXT_MODEL": "minilm",
-        "VITRINE_SEARCH_DATA_DIR": str(tmp_path_factory.mktemp("search-data")),
-    }
+    return minilm_search_env(embedder, tmp_path_factory.mktemp("search-data"))
 
 
 @pytest.fixture(scope="module")
@@ -81,22 +75,10 @@ def stub(search: ServiceProcess) -> Iterator[search_pb2_grpc.SearchServiceStub]:
         yield search_pb2_grpc.SearchServiceStub(channel)
 
 
-def cli(search: ServiceProcess, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "vitrine.search.cli", "--address", search.address, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 @pytest.fixture(scope="module")
 def loaded(search: ServiceProcess, tate: tuple[Path, set[str], list[dict[str, Any]]]) -> tuple[str, str]:
-    tate_out = cli(search, "ingest", str(tate[0]), "--quiet")
-    paintings_out = cli(
+    tate_out = search_cli(search, "ingest", str(tate[0]), "--quiet")
+    paintings_out = search_cli(
         search, "ingest", str(PAINTINGS), "--images", str(PAINTINGS.parent / "images"), "--limit", str(N_PAINTINGS)
     )
     return tate_out, paintings_out
@@ -136,9 +118,11 @@ def test_get_object(loaded: tuple[str, str], stub: search_pb2_grpc.SearchService
 
 
 def test_reingest_is_a_no_op(loaded: tuple[str, str], search: ServiceProcess, tate: Any) -> None:
-    out = cli(search, "ingest", str(tate[0]), "--quiet")
+    out = search_cli(search, "ingest", str(tate[0]), "--quiet")
     assert "0 upserted, 50 unchanged, 0 skipped" in out
-    out = cli(search, "ingest", str(PAINTINGS), "--limit", str(N_PAINTINGS), "--quiet")  # images found next to it
+    out = search_cli(
+        search, "ingest", str(PAINTINGS), "--limit", str(N_PAINTINGS), "--quiet"
+    )  # images found next to it
     assert f"0 upserted, {N_PAINTINGS} unchanged" in out
 
 
@@ -389,6 +373,7 @@ def test_upsert_skips_objects_with_nothing_to_embed(
                 common_pb2.CollectionObject(
                     id="text-only", title="A harbour at dusk", image=common_pb2.Image(data=b"x")
                 ),
+                common_pb2.CollectionObject(id="text-ok", title="A harbour at dawn"),
             ]
         ),
         timeout=30,
@@ -397,20 +382,14 @@ def test_upsert_skips_objects_with_nothing_to_embed(
     reasons = {s.id: s.reason for s in answer.skipped}
     assert reasons["empty"] == "no metadata text to embed and no image"
     assert reasons["bad-image"].startswith("no metadata text to embed, and image not embedded")
-    stored = stub.GetObject(search_pb2.GetObjectRequest(id="text-only"), timeout=10)
+    # A broken image refuses its object (per-object errors: tests/integration/test_search_objects.py).
+    assert [(e.index, e.status.message.split(":")[0]) for e in answer.errors] == [
+        (0, "objects[0]"),
+        (1, "objects[1].image"),
+        (2, "objects[2].image"),
+    ]
+    stored = stub.GetObject(search_pb2.GetObjectRequest(id="text-ok"), timeout=10)
     assert list(stored.vectors) == ["text"]
-    # Stored without its image: the next upsert tries the image again instead of calling it unchanged.
-    again = stub.UpsertObjects(
-        search_pb2.UpsertObjectsRequest(
-            objects=[
-                common_pb2.CollectionObject(
-                    id="text-only", title="A harbour at dusk", image=common_pb2.Image(data=b"x")
-                )
-            ]
-        ),
-        timeout=30,
-    )
-    assert (again.upserted, again.unchanged) == (1, 0)
 
 
 def test_the_tags_signal_wants_half_of_a_long_query(
@@ -438,11 +417,11 @@ def test_the_tags_signal_wants_half_of_a_long_query(
 
 
 def test_delete(loaded: tuple[str, str], stub: search_pb2_grpc.SearchServiceStub) -> None:
-    answer = stub.DeleteObjects(search_pb2.DeleteObjectsRequest(ids=["text-only", "never-there"]), timeout=10)
+    answer = stub.DeleteObjects(search_pb2.DeleteObjectsRequest(ids=["text-ok", "never-there"]), timeout=10)
     assert answer.deleted == 1
-    code, _ = _code(stub.GetObject, search_pb2.GetObjectRequest(id="text-only"))
+    code, _ = _code(stub.GetObject, search_pb2.GetObjectRequest(id="text-ok"))
     assert code == grpc.StatusCode.NOT_FOUND
-    assert stub.DeleteObjects(search_pb2.DeleteObjectsRequest(ids=["text-only"]), timeout=10).deleted == 0
+    assert stub.DeleteObjects(search_pb2.DeleteObjectsRequest(ids=["text-ok"]), timeout=10).deleted == 0
 
 
 def test_restart_keeps_the_collection_and_embedder_outage_is_unavailable(
@@ -460,7 +439,7 @@ def test_restart_keeps_the_collection_and_embedder_outage_is_unavailable(
             stub = search_pb2_grpc.SearchServiceStub(channel)
             info = stub.GetCollectionInfo(search_pb2.GetCollectionInfoRequest(), timeout=10)
             assert info.objects == 50 + N_PAINTINGS
-            assert "0 upserted, 50 unchanged" in cli(restarted, "ingest", str(tate[0]), "--quiet")
+            assert "0 upserted, 50 unchanged" in search_cli(restarted, "ingest", str(tate[0]), "--quiet")
 
             # Without the embedder, search answers from keywords and says so; reading stored
             # objects still works.

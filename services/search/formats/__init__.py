@@ -1,0 +1,1 @@
+"""Readers of museum export formats (Dublin Core, LIDO, IIIF, CSV with a column mapping) into `Loaded` records."""
