@@ -19,6 +19,7 @@ export VITRINE_EMBEDDER_MODEL_DIR ?= $(MODEL_DIR)
 help:
 	@echo "make run      start embedder, tagger and search with the demo collection (Ctrl-C stops)"
 	@echo "make test     run the whole test suite"
+	@echo "make test-fast  the hermetic unit tests only (tests/unit), the loop to run on every change"
 	@echo "make install  virtual environment with every pinned dependency (requirements.lock)"
 	@echo "make models   assemble the real all-mpnet-base-v2 into $(MODEL_DIR)"
 	@echo "make proto    generate Python stubs from protos/ into services/v1"
@@ -87,6 +88,12 @@ run: install models
 
 test: install models tools
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The hermetic unit tests: no shared data, model weights, database servers, child processes or
+# network beyond the test's own loopback servers (tests/unit/conftest.py fails a test that
+# tries), so neither models nor tools are needed. About a minute on 2 cores.
+test-fast: install
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check services tests scripts bench

@@ -19,6 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.data import load_documents
 from vitrine.tagger.embeddings import (
     DEFAULT_CACHE,
@@ -30,7 +31,6 @@ from vitrine.tagger.embeddings import (
 )
 from vitrine.tagger.model import COMBINED, TaggerModel
 from vitrine.tagger.settings import TaggerSettings
-from vitrine.tagger.vocabulary import Vocabulary
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -34,6 +34,13 @@ of the curators' own subjects (weight 1) and of the tagger's machine tags (weigh
 score; a term in several tags keeps its best). It also holds the whole-word spelling ids of the
 tag words, so that spelling correction knows words only a tag has ("fsih" -> "fish" on a page
 titled "Study" that the tagger tags fish).
+
+With a subject vocabulary (the search setting `vocabulary`, SKOS or JSON lines, read like the
+tagger's), a tag that names one of its terms (by subject, concept URI or any label) is indexed
+under every label of that term (prefLabels and altLabels in all languages, hiddenLabels,
+notations) with the tag's weight: an object tagged "antiquities" is found by "relics of
+antiquity" and by "muinaisesineet". A concept URI is not text and adds no terms once resolved.
+Without a vocabulary the vectors are exactly those of a label's own words.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.search.store import SPARSE_VECTOR_NAMES, SparseVector
 from vitrine.v1 import common_pb2
 
@@ -229,13 +237,41 @@ def _weighted_tags(subjects: Iterable[str], machine_tags: Iterable[tuple[str, fl
     return [(label, float(weight)) for label, weight in [*((s, 1.0) for s in subjects), *machine_tags] if weight > 0]
 
 
-def tag_vector(subjects: Iterable[str], machine_tags: Iterable[tuple[str, float]] = ()) -> SparseVector | None:
+def _tag_texts(
+    subjects: Iterable[str], machine_tags: Iterable[tuple[str, float]], vocabulary: Vocabulary | None
+) -> list[tuple[str, float]]:
+    """The texts whose terms the tags vector holds, with their weights: each tag's label, or,
+    when the vocabulary knows exactly one term by it (as the tagger resolves names: subject,
+    URI, label), every name of that term. A name several terms carry is not guessed at."""
+    tags = _weighted_tags(subjects, machine_tags)
+    if vocabulary is None:
+        return tags
+    texts: list[tuple[str, float]] = []
+    for label, weight in tags:
+        found = vocabulary.matches(label)
+        texts += [(name, weight) for name in found[0].names] if len(found) == 1 else [(label, weight)]
+    return texts
+
+
+def vocabulary_version(vocabulary: Vocabulary) -> str:
+    """A fingerprint of what the tags vectors take from a vocabulary (each term's URI and names), hashed
+    into each object's content hash: a changed vocabulary re-indexes objects on their next ingest."""
+    digest = hashlib.blake2b(digest_size=8)
+    for term in vocabulary:
+        digest.update("\x1f".join((term.uri, *term.names)).encode() + b"\x1e")
+    return f"vocabulary-{digest.hexdigest()}"
+
+
+def tag_vector(
+    subjects: Iterable[str], machine_tags: Iterable[tuple[str, float]] = (), vocabulary: Vocabulary | None = None
+) -> SparseVector | None:
     """The `tags` vector: each term of a tag label weighted by the tag's weight (curators'
     subjects 1, machine tags their score; the best weight when a term is in several tags), and
     the spelling id of each tag word (for correction; queries of the tags signal never hold
-    spelling ids, so they add nothing to scores). None when there is no tag."""
+    spelling ids, so they add nothing to scores). With a vocabulary, the terms of all the labels
+    of the tag's term (see `_tag_texts`). None when there is no tag."""
     weights: dict[int, float] = {}
-    for label, weight in _weighted_tags(subjects, machine_tags):
+    for label, weight in _tag_texts(subjects, machine_tags, vocabulary):
         for term in terms(label):
             index = term_id(term)
             weights[index] = max(weights.get(index, 0.0), weight)
@@ -246,10 +282,13 @@ def tag_vector(subjects: Iterable[str], machine_tags: Iterable[tuple[str, float]
     return SparseVector.from_dict(weights) if weights else None
 
 
-def tag_term_ids(subjects: Iterable[str], machine_tags: Iterable[tuple[str, float]] = ()) -> list[int]:
+def tag_term_ids(
+    subjects: Iterable[str], machine_tags: Iterable[tuple[str, float]] = (), vocabulary: Vocabulary | None = None
+) -> list[int]:
     """The term ids of an object's tags (those `tag_vector` weights), for the payload field the
     tags signal's coverage rule filters on."""
-    return sorted({term_id(term) for label, _ in _weighted_tags(subjects, machine_tags) for term in terms(label)})
+    texts = _tag_texts(subjects, machine_tags, vocabulary)
+    return sorted({term_id(term) for label, _ in texts for term in terms(label)})
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from vitrine.common.security import method_paths
 from vitrine.common.server import run_server
 from vitrine.common.settings import load_settings
 from vitrine.common.validation import bounded_int, known_enum, require_count, require_text
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.search import keywords
 from vitrine.search.fusion import FusedHit, check_weights, fuse
 from vitrine.search.indexing import IndexBuilder
@@ -190,6 +191,9 @@ class SearchService:
             else None
         )
         self.indexer: IndexBuilder | None = None
+        # The subject vocabulary the tags signal indexes every label of a tag's term from (None: none).
+        self.vocabulary: Vocabulary | None = None
+        self.vocabulary_version = ""
         self.snapshots = SnapshotService(self.store, settings.snapshot_folder, settings.qdrant_url)
         self.ready = False
 
@@ -200,8 +204,17 @@ class SearchService:
         return self._embedder
 
     async def start(self) -> None:
-        # Fail fast on an unusable store folder rather than after waiting for the embedder.
+        # Fail fast on an unusable store folder or vocabulary rather than after waiting for the embedder.
         await self.store.stored_dimensions()
+        if self.settings.vocabulary:
+            try:
+                self.vocabulary = await asyncio.to_thread(
+                    Vocabulary.load, self.settings.vocabulary, self.settings.vocabulary_language
+                )
+            except (OSError, ValueError) as exc:
+                raise RuntimeError(f"{ENV_PREFIX}VOCABULARY: {exc}") from exc
+            self.vocabulary_version = keywords.vocabulary_version(self.vocabulary)
+            log.info("vocabulary loaded", extra={"terms": len(self.vocabulary), "path": self.settings.vocabulary})
         self._embedder = EmbedderClient(self.settings.embedder_address, tls_ca_file=self.settings.tls_ca_file)
         self._query_embedder = EmbedderClient(
             self.settings.embedder_address,
@@ -307,6 +320,8 @@ class SearchService:
         # The keyword format (and whether machine tags are wanted) is hashed in too: when it
         # changes, stored objects are re-indexed.
         indexing = [*self.models, keywords.VERSION, "machine-tags" if self.tagger else ""]
+        if self.vocabulary_version:  # only then: without a vocabulary, stored hashes stay as they were
+            indexing.append(self.vocabulary_version)
         hashes = {obj.id: content_hash(obj, indexing) for obj in objects}
         stored = await self.store.get(list(hashes), payload_fields=["content_hash", "machine_tags_version"])
         # Objects tagged by another model version than the tagger's now are tagged again.
@@ -370,10 +385,10 @@ class SearchService:
                 # until the version changes.
                 payload["machine_tags_version"] = tags.version if tags else tagger_version
             machine = tags.tags if tags else ()
-            tag_vector = keywords.tag_vector(o.subjects, machine)
+            tag_vector = keywords.tag_vector(o.subjects, machine, self.vocabulary)
             if tag_vector is not None:
                 sparse[keywords.TAGS] = tag_vector
-                payload[TAG_TERMS_FIELD] = keywords.tag_term_ids(o.subjects, machine)
+                payload[TAG_TERMS_FIELD] = keywords.tag_term_ids(o.subjects, machine, self.vocabulary)
             points.append(StoredPoint(o.id, {**vectors[o.id], **sparse}, payload))
         if refusals.all_refused():
             raise refusals.error()

@@ -42,6 +42,15 @@ class SearchSettings(ServerSettings):
     machine_tag_min_score: float = setting(
         0.02, "Lowest calibrated tagger score a machine tag needs to be indexed (above 0, at most 1)."
     )
+    vocabulary: str = setting(
+        "",
+        "Subject vocabulary (as the tagger's: JSON lines or SKOS, plain or .gz): the 'tags' signal also indexes "
+        "every label of a tag's term (altLabels, other languages), and tags given by URI or label are resolved. "
+        "Empty: tags are indexed by their own words only.",
+    )
+    vocabulary_language: str = setting(
+        "en", "Preferred languages of a SKOS vocabulary's labels, in order (e.g. 'fi,en'), as the tagger's."
+    )
     index_min_new_objects: int = setting(
         20_000,
         "Embedded store: objects added since the last HNSW build that start a new build (in a child process, "
@@ -94,6 +103,10 @@ class SearchSettings(ServerSettings):
         if not 1 <= self.machine_tags <= 100 or not 0 < self.machine_tag_min_score <= 1:
             raise ValueError(
                 f"{ENV_PREFIX}MACHINE_TAGS must be 1 to 100 and {ENV_PREFIX}MACHINE_TAG_MIN_SCORE above 0, at most 1"
+            )
+        if not self.vocabulary_language.replace(",", "").strip():
+            raise ValueError(
+                f"{ENV_PREFIX}VOCABULARY_LANGUAGE is empty: give one or more languages, such as 'en' or 'fi,en'"
             )
         if self.index_min_new_objects < 0 or self.index_idle_s < 0:
             raise ValueError(f"{ENV_PREFIX}INDEX_MIN_NEW_OBJECTS and {ENV_PREFIX}INDEX_IDLE_S must be 0 or more")

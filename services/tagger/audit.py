@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from google.protobuf import json_format
 
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.embeddings import EmbeddingCache, Encoders, embed_objects
 from vitrine.tagger.model import TaggerModel
-from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import tagger_pb2
 
 if TYPE_CHECKING:  # the server imports this module and must not load the training-data readers

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.audit import audit as run_audit
 from vitrine.tagger.audit import statistics as audit_statistics
 from vitrine.tagger.audit import write_report as write_audit
@@ -38,7 +39,6 @@ from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.model_store import default_version_name, newest_version, writing_version
 from vitrine.tagger.settings import TaggerSettings
 from vitrine.tagger.train import train_model
-from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import tagger_pb2
 
 

@@ -23,8 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from vitrine.common.objects import object_text
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.search.records import ImageReader, RecordError, image_source, read_rows, record_to_object
-from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2
 
 log = logging.getLogger("vitrine.tagger.data")

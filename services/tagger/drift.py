@@ -15,7 +15,7 @@ from collections import deque
 
 import numpy as np
 
-from vitrine.tagger.vocabulary import Vocabulary
+from vitrine.common.vocabulary import Vocabulary
 
 WINDOW = 2000  # suggestions the score looks at
 MIN_SUGGESTIONS = 200  # fewer: no score yet (NaN)

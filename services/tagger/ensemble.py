@@ -18,8 +18,8 @@ import lightgbm
 import numpy as np
 import scipy.sparse as sp
 
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.text_features import words
-from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2
 
 LEXICAL_FIELDS = ("title", "medium", "classification", "description")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vitrine.common.errors import already_exists, invalid_argument, outage
-from vitrine.tagger.vocabulary import Vocabulary
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.v1 import tagger_pb2
 
 if TYPE_CHECKING:  # the server imports this module and must not load the training-data readers

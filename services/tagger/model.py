@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.backends.artist_prior import ArtistPrior
 from vitrine.tagger.backends.base import Backend, Context, Inputs, carries
 from vitrine.tagger.backends.catalogue import CatalogueNeighbours
@@ -27,7 +28,6 @@ from vitrine.tagger.backends.semantic_text import SemanticImage, SemanticText
 from vitrine.tagger.embeddings import ObjectVectors
 from vitrine.tagger.ensemble import Candidates, Combiner
 from vitrine.tagger.text_features import TfidfFeatures, words
-from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2, tagger_pb2
 
 BACKENDS: dict[str, type[Backend]] = {

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitrine.common.objects import object_text
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.text_features import words
-from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2, tagger_pb2
 
 log = logging.getLogger("vitrine.tagger.safety")

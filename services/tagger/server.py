@@ -26,6 +26,7 @@ from vitrine.common.security import method_paths
 from vitrine.common.server import Health, run_server
 from vitrine.common.settings import load_settings
 from vitrine.common.validation import bounded_int
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.audit import load_report
 from vitrine.tagger.audit import response as audit_response
 from vitrine.tagger.drift import DriftMonitor
@@ -36,7 +37,6 @@ from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.model_store import is_version, newest_version, stamp, version_problem, versions
 from vitrine.tagger.safety import SafetyRules
 from vitrine.tagger.settings import ENV_PREFIX, TaggerSettings
-from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2, tagger_pb2, tagger_pb2_grpc
 
 log = logging.getLogger("vitrine.tagger")

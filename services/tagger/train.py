@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.backends.base import Context, Inputs, tagged_mask
 from vitrine.tagger.data import Document, label_matrix, split_holdout, tag_counts
 from vitrine.tagger.embeddings import EmbeddingCache, Encoders, embed_cached, embed_objects
 from vitrine.tagger.ensemble import Combiner, best_threshold
 from vitrine.tagger.model import BACKENDS, CANDIDATES_PER_MODEL, COMBINED, IMAGE_BACKENDS, TaggerModel
 from vitrine.tagger.text_features import TfidfFeatures
-from vitrine.tagger.vocabulary import Vocabulary
 
 log = logging.getLogger("vitrine.tagger.train")
 

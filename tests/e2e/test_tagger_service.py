@@ -12,9 +12,9 @@ import pytest
 from tests.e2e.conftest import System
 from tests.servers import ROOT
 from tests.tagger_data import tagger_cli
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.data import load_documents
 from vitrine.tagger.safety import DEFAULT_RULES, SafetyRules
-from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2, tagger_pb2, tagger_pb2_grpc
 
 

@@ -3,8 +3,10 @@ the maintained fork of pyoai, behind http.server) serving real museum records fr
 tests/fixtures/oai (README there: sources and licences), harvested by `vitrine-search harvest`
 into a real search service (minilm text model, embedded store in tmp_path).
 
-The tests share one repository and one collection and run in file order: the first harvest,
-a second one that finds nothing new, changes and deletions at the source, a 503 waited out."""
+The tests share one repository and one collection and run in file order: the first LIDO harvest,
+a second one that finds nothing new, changes and deletions at the source, a Dublin Core harvest
+that waits out a 503, then 128 real Dublin Core records of a university museum and archive
+harvested, harvested again (nothing written) and three of them deleted at the source."""
 
 from __future__ import annotations
 
@@ -44,6 +46,11 @@ LIDO_STAMP = datetime(2014, 2, 2)
 # One record whose descriptive metadata is lost at the source (as in a truncated export).
 BROKEN = "00F9478BE8AC401DBB7092A46ECE160F"
 PAGE = 40
+# Calisphere's ListRecords of the set scu:objects (Santa Clara University Archives and its de Saisset
+# Museum), as published; its headers carry no setSpec, so the test repository files them in the set
+# they were harvested from.
+DC_SET = "scu:objects"
+DC_RECORDS = 128
 
 
 @dataclass
@@ -90,7 +97,12 @@ class FixtureRepository:
         ]
 
     def listSets(self) -> list[tuple[str, str, None]]:
-        return [("inp", "Institutul Național al Patrimoniului", None), ("examples", "LIDO examples", None)]
+        return [
+            ("inp", "Institutul Național al Patrimoniului", None),
+            ("examples", "LIDO examples", None),
+            ("rijksmuseum", "Rijksmuseum", None),
+            (DC_SET, "Santa Clara University: objects", None),
+        ]
 
     def _select(self, metadataPrefix: str, set: str | None, from_: datetime | None, until: datetime | None):
         for identifier, entry in sorted(self._records(metadataPrefix).items()):
@@ -120,6 +132,23 @@ def _write_as_stored(element: etree._Element, meta: common.Metadata) -> None:
     element.append(copy.deepcopy(meta.element()))
 
 
+def _stamp(text: str) -> datetime:
+    """A header datestamp in either granularity (Calisphere's are days, the Rijksmuseum's seconds)."""
+    text = text.strip()
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ" if "T" in text else "%Y-%m-%d")
+
+
+def _dc_records(root: etree._Element) -> Iterator[tuple[str, datetime, etree._Element]]:
+    for record in root.iterfind(f".//{OAI}record"):
+        identifier = record.findtext(f"{OAI}header/{OAI}identifier").strip()
+        stamp = _stamp(record.findtext(f"{OAI}header/{OAI}datestamp"))
+        yield identifier, stamp, record.find(f"{OAI}metadata/{{http://www.openarchives.org/OAI/2.0/oai_dc/}}dc")
+
+
+def _calisphere() -> etree._Element:
+    return etree.fromstring(gzip.decompress((FIXTURES / "dc-calisphere-scu-objects.xml.gz").read_bytes()))
+
+
 def _load_fixtures(repository: FixtureRepository) -> None:
     for name, set_spec in (
         ("lido-inp-clasate-istoria-stiintei-si-tehnicii.xml.gz", "inp"),
@@ -131,11 +160,10 @@ def _load_fixtures(repository: FixtureRepository) -> None:
             if rec_id == BROKEN:
                 lido.remove(lido.find(f"{{{NS_LIDO}}}descriptiveMetadata"))
             repository.lido[LIDO_ID + rec_id] = Entry(LIDO_STAMP, [set_spec], lido)
-    for record in etree.parse(str(FIXTURES / "dc-rijksmuseum.xml")).getroot().iterfind(f"{OAI}record"):
-        identifier = record.findtext(f"{OAI}header/{OAI}identifier").strip()
-        stamp = datetime.strptime(record.findtext(f"{OAI}header/{OAI}datestamp").strip(), "%Y-%m-%dT%H:%M:%SZ")
-        dc = record.find(f"{OAI}metadata/{{http://www.openarchives.org/OAI/2.0/oai_dc/}}dc")
+    for identifier, stamp, dc in _dc_records(etree.parse(str(FIXTURES / "dc-rijksmuseum.xml")).getroot()):
         repository.dc[identifier] = Entry(stamp, ["rijksmuseum"], dc)
+    for identifier, stamp, dc in _dc_records(_calisphere()):
+        repository.dc[identifier] = Entry(stamp, [DC_SET], dc)
 
 
 @dataclass
@@ -331,8 +359,78 @@ def test_dublin_core_harvest_waits_out_a_503(
     assert _get(stub, "oai:rijksmuseum.nl:SK-A-4881").object.artist == "Maes, Nicolaes"
     cabinet = _get(stub, "BK-1975-81").object
     assert cabinet.extra["image_source"].startswith("https://lh3.googleusercontent.com/")
-    assert cabinet.medium.startswith("eikenhout, belijmd met ebbenhout en parelmoer")
+    # Its dc:format holds the material and, separately, the dimensions.
+    assert cabinet.medium == "eikenhout, belijmd met ebbenhout en parelmoer"
+    assert cabinet.extra["measurements"] == "hoogte: 220,5 cm; breedte: 206,0 cm; diepte: 83,5 cm"
     assert cabinet.year == 1635
+
+
+def test_dublin_core_harvest_of_a_museum_set_stores_every_record_and_maps_them(
+    search: ServiceProcess, endpoint: OaiEndpoint, state_file: Path, stub: search_pb2_grpc.SearchServiceStub
+) -> None:
+    before = _objects(stub)
+    endpoint.requests.clear()
+    out = harvest(search, endpoint, state_file, "oai_dc", "--set", DC_SET)
+    assert f"{DC_RECORDS} records" in out and f"{DC_RECORDS} upserted, 0 unchanged, 0 skipped" in out, out
+    assert _objects(stub) == before + DC_RECORDS
+    pages = [r for r in endpoint.requests if r.get("verb") == "ListRecords"]
+    assert len(pages) == -(-DC_RECORDS // PAGE) and pages[0].get("set") == DC_SET
+    assert all("resumptionToken" in r for r in pages[1:])
+
+    basket = _get(stub, "cstclu I.55").object  # the museum's number, not the ARK
+    assert basket.title == "Cooking Basket, 1750-1850"
+    assert basket.artist == ""  # dc:creator "[Unknown]" names no one
+    assert basket.date == "ca. 1750-1850" and basket.year == 1750
+    assert basket.description.startswith("Natural fiber, grass, willow, and devil's claw weed.")
+    # dc:format "27 x 47 cm. (10.5 x 18.5 in.)" and "jp2": the extent and the scan, not a material.
+    assert basket.medium == ""
+    assert basket.extra["measurements"] == "27 x 47 cm. (10.5 x 18.5 in.)" and basket.extra["format"] == "jp2"
+    # "Cooking baskets; Mission Santa Clara; ...; Technology;" split, the trailing ";" leaves nothing.
+    assert {"Cooking baskets", "Mission Santa Clara", "Santa Clara County (Calif.)--History", "Technology"} <= set(
+        basket.subjects
+    )
+    assert "" not in basket.subjects
+    assert basket.extra["publisher"] == "de Saisset Museum, Santa Clara University"
+    assert basket.extra["permalink"] == "http://ark.cdlib.org/ark:/13030/kt7v19q4t1"
+    assert basket.extra["oai_identifier"] == "13030/kt7v19q4t1"
+    daguerreotype = _get(stub, "cstclu bld.msc.2.1").object
+    assert daguerreotype.title == "Mission Santa Clara and Santa Clara College, ca. 1856"
+    assert daguerreotype.artist == "Watkins, Carleton E." and daguerreotype.year == 1856
+    assert "Daguerreotypes" in daguerreotype.subjects and daguerreotype.classification == "image; Photograph"
+    medal = _get(stub, "ID No:ARTI-2.31").object
+    assert medal.title == "Nobili Medal" and medal.medium == "Gold Medal" and medal.year == 1896
+
+
+def test_dublin_core_reharvest_writes_nothing_and_three_deletions_remove_exactly_those(
+    search: ServiceProcess, endpoint: OaiEndpoint, state_file: Path, stub: search_pb2_grpc.SearchServiceStub
+) -> None:
+    before = _objects(stub)
+    endpoint.requests.clear()
+    out = harvest(search, endpoint, state_file, "oai_dc", "--set", DC_SET)
+    asked = [r for r in endpoint.requests if r.get("verb") == "ListRecords"]
+    assert asked and asked[0].get("from") and asked[0].get("set") == DC_SET, asked
+    assert "0 upserted" in out and "0 deleted at the source" in out, out
+    assert _objects(stub) == before
+
+    now = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
+    dc = endpoint.repository.dc
+    gone = {
+        "13030/kt7v19q4t1": "cstclu I.55",
+        "13030/kt6x0nc7qk": "cstclu bld.msc.2.1",
+        "13030/tf238n98sc": "ID No:ARTI-2.31",
+    }
+    for identifier in gone:
+        dc[identifier] = Entry(now, dc[identifier].sets, None, deleted=True)
+    out = harvest(search, endpoint, state_file, "oai_dc", "--set", DC_SET)
+    # Deleted headers carry only the OAI identifier: the state leads from it to the museum's number.
+    assert "0 upserted" in out and "3 deleted at the source: 3 deleted here" in out, out
+    assert _objects(stub) == before - 3
+    for museum_id in gone.values():
+        with pytest.raises(grpc.RpcError) as info:
+            _get(stub, museum_id)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert _get(stub, "cstclu A.7.3").object.title == "Cristo, ca. 1800"
+    assert _get(stub, "SK-C-5").object.title == "De Nachtwacht"  # another set of the same endpoint
 
 
 def test_what_is_not_an_oai_endpoint_or_a_date_is_refused_with_the_reason(
@@ -355,6 +453,42 @@ def test_what_is_not_an_oai_endpoint_or_a_date_is_refused_with_the_reason(
         cwd=ROOT,
     )
     assert bad_date.returncode == 1 and "use YYYY-MM-DD" in bad_date.stderr, bad_date.stderr
+
+
+def test_dublin_core_mapping_of_every_real_record() -> None:
+    """Every fixture record maps; what no real record should get: an empty subject, a placeholder
+    artist, a scan's file type or its size as the medium."""
+    objects = [dc_to_object(identifier, dc) for identifier, _, dc in _dc_records(_calisphere())]
+    assert len(objects) == DC_RECORDS and len({o.id for o in objects}) == DC_RECORDS
+    assert all(o.title and o.extra["permalink"].startswith("http://ark.cdlib.org/") for o in objects)
+    # "Late 19th century", "Mission period": no year to take, so none is made up.
+    assert sorted(o.date for o in objects if not o.year) == ["Late 19th century"] * 2 + ["Mission period"] * 3
+    assert not [o.id for o in objects if "" in o.subjects or "[Unknown]" in o.artist]
+    assert {o.medium for o in objects} == {"", "Gold Medal"}
+    assert sum(o.artist == "" for o in objects) == 61 and sum(bool(o.extra.get("measurements")) for o in objects) == 127
+    rijks = {
+        o.id: o
+        for o in (
+            dc_to_object(i, dc) for i, _, dc in _dc_records(etree.parse(str(FIXTURES / "dc-rijksmuseum.xml")).getroot())
+        )
+    }
+    assert rijks["SK-A-3580"].medium == "olieverf; doek" and "measurements" not in rijks["SK-A-3580"].extra
+    assert rijks["oai:rijksmuseum.nl:SK-A-4881"].medium == ""  # its only dc:format is "cm"
+    assert rijks["BK-1975-81"].artist == "meubelmaker: Doomer, Herman"
+
+
+def test_placeholder_creators_and_measurements_in_dc_format() -> None:
+    dc = etree.fromstring(
+        '<oai_dc:dc xmlns:oai_dc="http://www.openarchives.org/OAI/2.0/oai_dc/" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        "<dc:title>T</dc:title><dc:creator>[Unknown]</dc:creator><dc:creator>onbekend</dc:creator>"
+        "<dc:creator>Anonymous</dc:creator><dc:format>oil on canvas</dc:format><dc:format>hoogte: 23 cm</dc:format>"
+        "<dc:format>23 x 31 x 4.5 cm</dc:format><dc:format>image/jpeg</dc:format><dc:format>TIFF</dc:format>"
+        "</oai_dc:dc>"
+    )
+    obj = dc_to_object("oai:x:1", dc)
+    assert obj.artist == "Anonymous"  # an attribution in a catalogue, not a placeholder
+    assert obj.medium == "oil on canvas"
+    assert obj.extra["measurements"] == "hoogte: 23 cm; 23 x 31 x 4.5 cm" and obj.extra["format"] == "image/jpeg; TIFF"
 
 
 def test_records_that_describe_nothing_are_refused() -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import FIXTURES, ROOT
 from tests.servers import ServiceProcess, running_service, start_service
-from vitrine.tagger.vocabulary import Vocabulary
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2, tagger_pb2, tagger_pb2_grpc
 
 SKOS = FIXTURES / "skos"

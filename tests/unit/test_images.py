@@ -17,13 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import FIXTURES
 from vitrine.common.errors import ServiceError
 from vitrine.embedder.models.images import decode_image, read_uri, to_pixels, to_rgb
 
 MB = 1024 * 1024
 MAX_PIXELS = 40_000_000
-PAINTINGS = sorted((SHARED_DATA / "paintings" / "images").glob("*.jpg"))
+PAINTINGS = sorted((FIXTURES / "paintings").glob("*.jpg"))  # real ones, copied from ../shared/data
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -289,7 +289,6 @@ def test_clip_preparation_equals_open_clips_own() -> None:
     the decode threads start no OpenMP team of their own): the pixels must be open_clip's."""
     import open_clip
 
-    from tests.conftest import FIXTURES
     from vitrine.embedder.models.base import Placement
     from vitrine.embedder.models.clip import ClipModel
 

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -14,7 +11,6 @@ import pytest
 from vitrine.common.security import bearer, method_paths
 from vitrine.common.server import bind, make_server
 from vitrine.common.settings import ServerSettings
-from vitrine.search.ingest import open_channel
 from vitrine.search.server import WRITE_METHODS, SearchServicer
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
 
@@ -87,36 +83,6 @@ async def test_without_a_token_setting_writes_are_open() -> None:
         async with grpc.aio.insecure_channel(address) as channel:
             await search_pb2_grpc.SearchServiceStub(channel).UpsertObjects(UPSERT, timeout=10)
         assert service.upserted == ["T1"]
-    finally:
-        await server.stop(None)
-
-
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a test certificate")
-async def test_tls_serves_clients_that_trust_its_ca_and_refuses_plaintext(tmp_path: Path) -> None:
-    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"),
-            *("-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    service = RecordingService()
-    settings = ServerSettings(port=0, metrics_port=0, tls_cert_file=str(cert), tls_key_file=str(key))
-    server, address = await _serve(settings, service)
-    try:
-        async with open_channel(address, tls_ca_file=str(cert)) as channel:
-            info = await search_pb2_grpc.SearchServiceStub(channel).GetCollectionInfo(
-                search_pb2.GetCollectionInfoRequest(), timeout=10
-            )
-            assert info.objects == 0
-        async with grpc.aio.insecure_channel(address) as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await search_pb2_grpc.SearchServiceStub(channel).GetCollectionInfo(
-                    search_pb2.GetCollectionInfoRequest(), timeout=3
-                )
-            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(None)
 

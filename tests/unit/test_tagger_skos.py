@@ -18,11 +18,11 @@ from rdflib import Graph
 
 from tests.conftest import FIXTURES
 from vitrine.common.errors import ServiceError
+from vitrine.common.skos import MAX_PATHS, rdf_format
+from vitrine.common.vocabulary import Term, Vocabulary
 from vitrine.tagger.backends.base import Context, Inputs
 from vitrine.tagger.backends.semantic_text import SemanticText
 from vitrine.tagger.feedback import parse
-from vitrine.tagger.skos import MAX_PATHS, rdf_format
-from vitrine.tagger.vocabulary import Term, Vocabulary
 from vitrine.v1 import common_pb2, tagger_pb2
 
 YSO = FIXTURES / "skos" / "yso-archaeology.ttl"

@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from vitrine.tagger.vocabulary import Vocabulary
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2
 
 

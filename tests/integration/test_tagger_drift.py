@@ -9,9 +9,9 @@ import math
 import numpy as np
 
 from tests.conftest import SHARED_DATA
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.data import label_matrix, load_documents, tag_counts
 from vitrine.tagger.drift import MIN_SUGGESTIONS, TRACKED_TAGS, DriftMonitor
-from vitrine.tagger.vocabulary import Vocabulary
 
 TATE = SHARED_DATA / "tate"
 

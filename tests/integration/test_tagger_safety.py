@@ -9,9 +9,9 @@ import logging
 import pytest
 
 from tests.conftest import SHARED_DATA
+from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.data import load_documents
 from vitrine.tagger.safety import DEFAULT_RULES, SafetyRules
-from vitrine.tagger.vocabulary import Vocabulary
 from vitrine.v1 import common_pb2, tagger_pb2
 
 TATE = SHARED_DATA / "tate"

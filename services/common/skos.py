@@ -1,5 +1,5 @@
-"""A SKOS thesaurus as tagger terms: concepts, their labels in a language preference, their
-places in the hierarchy, their URIs.
+"""A SKOS thesaurus as vocabulary terms (for the tagger and search): concepts, their labels in a
+language preference, their places in the hierarchy, their URIs.
 
 Read with rdflib from Turtle, RDF/XML, JSON-LD or N-Triples (the format by the extension; .gz
 allowed). Every skos:Concept that is not owl:deprecated becomes a term:
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vitrine.tagger.vocabulary import Term
+from vitrine.common.vocabulary import Term
 
 if TYPE_CHECKING:  # rdflib is imported when a SKOS file is read, not by JSON-lines vocabularies
     from rdflib import Graph, Literal, URIRef

@@ -1,8 +1,10 @@
 """The subject vocabulary: every term a tagger may suggest, with its places in the hierarchy.
 
 It is the museum's thesaurus, not its usage: it includes terms no object carries yet, which only
-models that read tag names can suggest. It comes as JSON lines ({subject, paths}, optionally
-uri and alt_labels; plain or .gz) or as SKOS (Turtle, RDF/XML, JSON-LD, N-Triples; see skos.py).
+models that read tag names can suggest. Search reads it too (its `tags` signal indexes a tag
+under every label of its term), so it lives here, shared. It comes as JSON lines ({subject,
+paths}, optionally uri and alt_labels; plain or .gz) or as SKOS (Turtle, RDF/XML, JSON-LD,
+N-Triples; see skos.py).
 
 A term is known by its subject (the tag id every score matrix, feedback row and suggestion
 uses) and, for matching what curators and data files name it by, by its concept URI and its
@@ -97,7 +99,7 @@ class Vocabulary:
     @classmethod
     def load(cls, path: str | Path, languages: str = DEFAULT_LANGUAGES) -> Vocabulary:
         """JSON lines, or SKOS by the file's extension (`languages`: the labels' preference)."""
-        from vitrine.tagger import skos  # rdflib is needed for SKOS vocabularies only
+        from vitrine.common import skos  # rdflib is needed for SKOS vocabularies only
 
         path = Path(path)
         if skos.rdf_format(path):
