@@ -124,7 +124,7 @@ train: install models
 	  --eval-data ../shared/data/tate/tate_dev.jsonl.gz --out var/tagger/models/$(TAGGER_VERSION) $(ARGS)
 
 # Reproducible comparison with Annif 1.4.3 (Omikuji Bonsai) on the Tate dev split, scored by
-# services/tagger/metrics.py; results in var/annif/metrics.json. Not part of `make test`. Annif pins
+# services/evaluation/metrics.py; results in var/annif/metrics.json. Not part of `make test`. Annif pins
 # its own dependencies, so it gets its own virtual environment (.venv-annif, made once).
 ANNIF_VENV ?= .venv-annif
 compare-annif:

@@ -825,7 +825,7 @@ async def build_while_serving(folder: Path, queries: np.ndarray) -> dict[str, An
         await asyncio.sleep(0.05)
     built = await task
     seconds = time.perf_counter() - start
-    info = await store.call(shard_info, store.store)
+    info = await store.holding_embedded(shard_info)
     await store.close()
     return {
         "built": built,

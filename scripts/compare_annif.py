@@ -5,8 +5,8 @@ TSV vocabulary (one URI per subject, http://vitrine.local/subject/<line index>),
 splits as Annif TSV document corpora (text = title, artist, date, medium, classification and
 movements; subjects as <uri> lists), a projects.cfg, then runs the annif CLI: load-vocab, train,
 and index (top-10 suggestions for every dev document in one batch). The suggestions are mapped
-back to subject strings and scored with services/tagger/metrics.py's `evaluate`, exactly the
-repository's definitions, overall and without Turner.
+back to subject strings and scored with services/evaluation/metrics.py's `tagger_metrics`, exactly
+the repository's definitions, overall and without Turner.
 
 Runs with the Annif virtual environment's Python (.venv-annif, made by `make compare-annif`),
 which has numpy; metrics.py is loaded from its path since the vitrine package is not installed
@@ -34,7 +34,7 @@ from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("VITRINE_DATA_DIR", str(REPO.parent / "shared" / "data"))) / "tate"
-METRICS_PY = REPO / "services" / "tagger" / "metrics.py"
+METRICS_PY = REPO / "services" / "evaluation" / "metrics.py"
 TURNER = "Joseph Mallord William Turner"
 URI_PREFIX = "http://vitrine.local/subject/"
 VOCAB_ID = "tate"
@@ -61,8 +61,8 @@ BACKENDS: dict[str, dict[str, str]] = {
 
 
 def load_metrics() -> ModuleType:
-    """services/tagger/metrics.py by path (it only needs numpy)."""
-    spec = importlib.util.spec_from_file_location("vitrine_tagger_metrics", METRICS_PY)
+    """services/evaluation/metrics.py by path (it only needs numpy)."""
+    spec = importlib.util.spec_from_file_location("vitrine_evaluation_metrics", METRICS_PY)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {METRICS_PY}")
     module = importlib.util.module_from_spec(spec)
@@ -253,9 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         if len(ranked) != len(gold):
             raise SystemExit(f"{out}: {len(ranked)} suggestion lists for {len(gold)} dev documents")
         name = f"annif_{key}"
-        methods[name] = metrics.evaluate(ranked, gold, seen, len(subjects))
+        methods[name] = metrics.tagger_metrics(ranked, gold, seen, len(subjects))
         keep = [i for i, t in enumerate(turner) if not t]
-        without_turner[name] = metrics.evaluate([ranked[i] for i in keep], [gold[i] for i in keep], seen, len(subjects))
+        without_turner[name] = metrics.tagger_metrics(
+            [ranked[i] for i in keep], [gold[i] for i in keep], seen, len(subjects)
+        )
         print(f"{name}: {json.dumps(methods[name])}", flush=True)
 
     result = {

@@ -14,7 +14,7 @@
 
 Every command is a client of the search service's RPCs (UpsertObjects, GetCollectionInfo,
 Search): the service does the embedding and storing. `eval` starts a search service of its own
-on a fresh store (see evaluate.py); `restore` works on a data folder, with no service running.
+on a fresh store (vitrine.evaluation); `restore` works on a data folder, with no service running.
 """
 
 from __future__ import annotations
@@ -34,12 +34,8 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from vitrine.common.security import bearer
-from vitrine.search import evaluate, export, harvest, snapshot, snapshot_restore
-from vitrine.search.fetch import FetchSettings
-from vitrine.search.formats import columns, iiif
-from vitrine.search.ingest import IngestError, IngestSummary, collection_info, ingest, open_channel
-from vitrine.search.records import (
+from vitrine.common.fetch import FetchSettings
+from vitrine.common.records import (
     DEFAULT_MAX_IMAGE_BYTES,
     Loaded,
     RecordError,
@@ -48,6 +44,10 @@ from vitrine.search.records import (
     read_rows,
     record_to_object,
 )
+from vitrine.common.security import bearer
+from vitrine.search import export, harvest, snapshot, snapshot_restore
+from vitrine.search.formats import columns, iiif
+from vitrine.search.ingest import IngestError, IngestSummary, collection_info, ingest, open_channel
 from vitrine.search.settings import DEFAULT_ADDRESS
 from vitrine.search.store import StoreError
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
@@ -319,6 +319,86 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+EVAL_DESCRIPTION = """\
+What it does (issue #13):
+1. Starts a search service of its own on a fresh temporary store (`vitrine.launcher`), pointed at
+   the embedder at `--embedder` or at one it starts itself (`--start-embedder`).
+2. Ingests the objects through the ordinary ingest path (UpsertObjects) *without* their
+   curators' subjects (`subjects` and `subject_paths` are dropped from every record before it is
+   read; the subjects are kept on this side only, as ground truth), then checks through GetObject
+   that no stored object carries a subject.
+3. Runs the queries through the Search RPC: `fused` (the server's default fusion), each signal
+   alone (`signal_weights`, the others at 0) and, on this side, a TF-IDF keyword baseline over the
+   same metadata text (`tfidf`, the prototype's method). Without `--queries` the queries are built
+   from the subjects (terms and co-occurring pairs; typo variants swap two letters of one word)
+   and written to DIR/queries.jsonl.
+4. Recommend quality through the Recommend RPC: text side (like 3 objects sharing a subject, share
+   of the next 12 that carry it) on the same store; image side (paintings: like 3 by one artist,
+   or of one century and medium) on a second fresh store of all the paintings. Each against
+   random picks and against the mean-vector strategy.
+5. Writes DIR/metrics.json, DIR/metrics.md (also printed), DIR/per_query.jsonl and the service
+   logs in DIR/logs; stops everything it started, also on Ctrl-C or an error.
+"""
+
+
+def add_eval_arguments(p: argparse.ArgumentParser, default_paintings: Path) -> None:
+    """The flags of `eval` (defined here, read by vitrine.evaluation.search)."""
+    p.add_argument("--data", required=True, help="Objects with curators' subjects (JSONL/JSONL.gz/JSON/CSV).")
+    p.add_argument("--queries", help="Queries file (JSONL: query, relevant, optional typo_of); default: generated.")
+    p.add_argument("--out", required=True, help="Output folder (metrics.json, metrics.md, queries, logs).")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--embedder", default="127.0.0.1:50051", help="Embedder address (default %(default)s).")
+    where.add_argument("--start-embedder", action="store_true", help="Start an embedder of its own.")
+    p.add_argument(
+        "--embedder-models",
+        help="Models of the embedder it starts (default: the text model, plus efficientnet-lite0 for paintings).",
+    )
+    p.add_argument("--text-model", default="mpnet", help="Text model of the search service (default %(default)s).")
+    p.add_argument(
+        "--tagger-model",
+        help="A trained tagger version (folder): machine tags indexed with the objects (signal 'tags'). "
+        "It must not have trained on any evaluated object (checked against its training_ids.txt).",
+    )
+    p.add_argument(
+        "--image-model",
+        default="",
+        help="Image model of the paintings store (default: the service's choice, clip else efficientnet-lite0).",
+    )
+    p.add_argument("--limit", type=int, help="Only N objects, spread evenly over the file.")
+    p.add_argument("--max-queries", type=int, default=300, help="Generated clean queries (default %(default)s).")
+    p.add_argument("--min-relevant", type=int, default=3, help="Generated queries' least relevant objects (default 3).")
+    p.add_argument("--seed", type=int, default=0, help="Seed of query generation and trials (default 0).")
+    p.add_argument(
+        "--max-groups", type=int, default=200, help="Subjects sampled for text-side Recommend (default %(default)s)."
+    )
+    paintings = p.add_mutually_exclusive_group()
+    paintings.add_argument(
+        "--paintings",
+        help=f"Paintings folder (or its metadata file) for image-side Recommend (default {default_paintings}, "
+        "skipped when absent).",
+    )
+    p.set_defaults(default_paintings=str(default_paintings))
+    paintings.add_argument("--no-paintings", action="store_true", help="Skip image-side Recommend.")
+    p.add_argument("--paintings-limit", type=int, help="Only N paintings, spread evenly.")
+    p.add_argument("--batch-size", type=int, default=64, help="Objects per UpsertObjects call (default 64).")
+    p.add_argument("--concurrency", type=int, default=4, help="RPCs in flight (default %(default)s).")
+    p.add_argument("--ready-timeout", type=float, default=600.0, help="Seconds to wait for a service to start.")
+    p.add_argument("--quiet", action="store_true", help="No progress output.")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    # Imported here, not above: the search image leaves the evaluation package out, and every
+    # other command (restore above all) still runs there.
+    from vitrine.evaluation.errors import EvalError
+    from vitrine.evaluation.search import run_eval
+
+    try:
+        return run_eval(args)
+    except EvalError as exc:
+        print(f"vitrine-search: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitrine-search", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -396,10 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "eval",
         help="Measure search and recommend quality through a search service of its own (issue #13).",
-        description=evaluate.__doc__.split("\n\n")[2] if evaluate.__doc__ else None,
+        description=EVAL_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    evaluate.add_arguments(p, DEFAULT_DATA_DIR / "paintings")
+    add_eval_arguments(p, DEFAULT_DATA_DIR / "paintings")
 
     p = commands.add_parser(
         "snapshot",
@@ -433,7 +513,7 @@ COMMANDS = {
     "snapshot": cmd_snapshot,
 }
 # Commands that run without the service or start processes of their own, outside an event loop.
-SYNC_COMMANDS = {"eval": evaluate.run_eval, "restore": cmd_restore}
+SYNC_COMMANDS = {"eval": cmd_eval, "restore": cmd_restore}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -442,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in SYNC_COMMANDS:
             return SYNC_COMMANDS[args.command](args)
         return asyncio.run(COMMANDS[args.command](args))
-    except (IngestError, RecordError, evaluate.EvalError, snapshot.SnapshotError, StoreError) as exc:
+    except (IngestError, RecordError, snapshot.SnapshotError, StoreError) as exc:
         print(f"vitrine-search: {exc}", file=sys.stderr)
         return 1
     except grpc.aio.AioRpcError as exc:

@@ -20,8 +20,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from vitrine.common.records import EXTRA_IMAGE_SOURCE, LIST_FIELDS, TEXT_FIELDS
 from vitrine.search.ingest import open_channel
-from vitrine.search.records import EXTRA_IMAGE_SOURCE, LIST_FIELDS, TEXT_FIELDS
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
 
 PAGE_SIZE = 100  # the service's largest page (SearchSettings.max_page_size by default)

@@ -40,11 +40,11 @@ from oaipmh_scythe.config import HTTPConfig, RetryConfig
 from oaipmh_scythe.exceptions import NoRecordsMatch, OAIPMHException
 from oaipmh_scythe.iterator import OAIResponseIterator
 
+from vitrine.common.records import EXTRA_IMAGE_SOURCE, ImageReader, Loaded, RecordError
 from vitrine.common.security import bearer
 from vitrine.search.formats.dublin_core import dc_to_object
 from vitrine.search.formats.lido import lido_to_object
 from vitrine.search.ingest import IngestError, IngestSummary, ingest, open_channel
-from vitrine.search.records import EXTRA_IMAGE_SOURCE, ImageReader, Loaded, RecordError
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
 
 OAI = "{http://www.openarchives.org/OAI/2.0/}"

@@ -46,14 +46,13 @@ class IndexBuilder:
     """Watches the embedded store and rebuilds its HNSW index in a child process when due."""
 
     def __init__(self, store: AsyncStore, min_new_objects: int, idle_s: float, check_every_s: float = 10.0) -> None:
-        if not isinstance(store.store, EmbeddedStore):
+        if not store.supports_index_builds:
             raise TypeError("only the embedded store needs index builds (a Qdrant server builds its own)")
         self.store = store
-        self.embedded: EmbeddedStore = store.store
         self.min_new_objects = min_new_objects
         self.idle_s = idle_s
         self.check_every_s = check_every_s
-        self.state_file = self.embedded.sibling("index.json")
+        self.state_file = store.sibling("index.json")
         self.last_write = time.monotonic()
         self._task: asyncio.Task[None] | None = None
 
@@ -92,7 +91,7 @@ class IndexBuilder:
     async def build(self) -> bool:
         """One build: copy, optimize in a child process, swap. False when the child failed."""
         started = time.monotonic()
-        copy, objects = await self.store.call(self.embedded.copy_for_index_build)
+        copy, objects = await self.store.copy_for_index_build()
         log.info("index build started", extra={"objects": objects, "copy": str(copy)})
         child: asyncio.subprocess.Process | None = None
         try:
@@ -112,15 +111,15 @@ class IndexBuilder:
                 child.kill()
                 with contextlib.suppress(ProcessLookupError):
                     await child.wait()
-            await self.store.call(self.embedded.abandon_index_build)
+            await self.store.abandon_index_build()
             raise
         if code != 0:
-            await self.store.call(self.embedded.abandon_index_build)
+            await self.store.abandon_index_build()
             tail = errors.decode(errors="replace").strip().splitlines()[-3:]
             log.error("index build process failed", extra={"exit_code": code, "stderr": " | ".join(tail)})
             BUILDS.labels("failed").inc()
             return False
-        replayed = await self.store.call(self.embedded.swap_in)
+        replayed = await self.store.swap_in()
         self.state_file.write_text(json.dumps({"objects": objects, "built_at": time.time()}))
         seconds = time.monotonic() - started
         BUILD_SECONDS.set(seconds)

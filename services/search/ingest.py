@@ -22,8 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tqdm import tqdm
 
 from vitrine.common import channels, rich_errors
+from vitrine.common.records import Loaded
 from vitrine.common.security import bearer
-from vitrine.search.records import Loaded
 from vitrine.v1 import common_pb2, search_pb2, search_pb2_grpc
 
 log = logging.getLogger("vitrine.search.ingest")

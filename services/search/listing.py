@@ -22,8 +22,8 @@ from typing import Any
 from google.protobuf import field_mask_pb2
 
 from vitrine.common.errors import invalid_argument
+from vitrine.common.records import payload_to_object
 from vitrine.common.validation import bounded_int
-from vitrine.search.records import payload_to_object
 from vitrine.search.store import AsyncStore, Conditions
 from vitrine.v1 import common_pb2, search_pb2
 

@@ -10,7 +10,7 @@ checksum (`ContentHash`) skips its blocks of zeros, so it is the same with or wi
 costs nothing for them. The whole archive's SHA-256 is kept beside it as `<archive>.sha256`, so
 `sha256sum -c` checks a copy.
 
-Consistency: `write_partial` runs on the store's thread (`AsyncStore.call`), the one thread every
+Consistency: `write_partial` runs on the store's thread (`AsyncStore.holding_embedded`), the one thread every
 engine call, write and index swap goes through. It flushes and writes the archive within that one
 call, so the archive holds exactly the writes acknowledged before it started; the calls that come
 meanwhile (writes and searches) wait for it. Hashing the archive and syncing it to disk

@@ -29,7 +29,7 @@ from vitrine.common.errors import (
     resource_exhausted,
 )
 from vitrine.search import snapshot
-from vitrine.search.store import AsyncStore, EmbeddedStore, ServerStore
+from vitrine.search.store import AsyncStore
 from vitrine.v1 import search_pb2
 
 log = logging.getLogger("vitrine.search.snapshots")
@@ -77,10 +77,6 @@ class SnapshotService:
         self.qdrant_url = qdrant_url.rstrip("/")
         self._writing: set[str] = set()  # names being written (reserved before the first await)
 
-    @property
-    def _server(self) -> ServerStore | None:
-        return self.store.store if isinstance(self.store.store, ServerStore) else None
-
     def _archive(self, name: str) -> Path:
         return self.folder / f"{name}{snapshot.ARCHIVE_SUFFIX}"
 
@@ -89,7 +85,7 @@ class SnapshotService:
     async def create(self, name: str) -> search_pb2.Snapshot:
         started = time.monotonic()
         try:
-            if self._server is not None:
+            if self.store.keeps_own_snapshots:
                 made, details = await self._create_on_server(name), {}
             else:
                 made, details = await self._create_archive(name)
@@ -122,21 +118,21 @@ class SnapshotService:
             if name in self._writing or self._archive(name).exists():
                 raise already_exists(f"a snapshot named {name!r} exists: pick another name or delete it first")
             return name
-        base = name = _default_name(self.store.store.collection)
+        base = name = _default_name(self.store.collection)
         n = 1
         while name in self._writing or self._archive(name).exists():
             n += 1
             name = f"{base}-{n}"
         return name
 
-    def _prepare_folder(self, embedded: EmbeddedStore) -> None:
+    def _prepare_folder(self, store_folder: Path) -> None:
         """Make the folder, drop what interrupted snapshots left, check the archive will fit."""
         self.folder.mkdir(parents=True, exist_ok=True)
         busy = {snapshot.partial_path(self._archive(name)) for name in self._writing}
         for partial in self.folder.glob(".*.partial"):
             if partial not in busy:
                 partial.unlink(missing_ok=True)
-        needed = snapshot.folder_bytes(embedded.path) + FREE_MARGIN_BYTES
+        needed = snapshot.folder_bytes(store_folder) + FREE_MARGIN_BYTES
         free = shutil.disk_usage(self.folder).free
         if free < needed:
             raise resource_exhausted(
@@ -148,15 +144,13 @@ class SnapshotService:
             )
 
     async def _create_archive(self, requested: str) -> tuple[search_pb2.Snapshot, dict[str, float]]:
-        embedded = self.store.store
-        assert isinstance(embedded, EmbeddedStore)
         name = self._reserve(requested)
         self._writing.add(name)
         try:
-            await asyncio.to_thread(self._prepare_folder, embedded)
+            await asyncio.to_thread(self._prepare_folder, self.store.folder)
             # On the store's thread: nothing else touches the store until the archive is written.
             started = time.monotonic()
-            info = await self.store.call(snapshot.write_partial, embedded, self._archive(name))
+            info = await self.store.holding_embedded(snapshot.write_partial, self._archive(name))
             paused = time.monotonic() - started
             info = await asyncio.to_thread(snapshot.publish, self._archive(name), info)
         except snapshot.NoSpace as exc:
@@ -171,12 +165,10 @@ class SnapshotService:
         return _embedded_message(info), {"store_paused_s": round(paused, 3)}
 
     async def _create_on_server(self, requested: str) -> search_pb2.Snapshot:
-        server = self._server
-        assert server is not None
         if requested:
             raise invalid_argument("a Qdrant server names its snapshots itself: leave name empty")
         try:
-            description = await self.store.call(server.create_snapshot)
+            description = await self.store.create_server_snapshot()
         except NotImplementedError as exc:  # qdrant-client's local mode
             raise failed_precondition(f"this Qdrant has no snapshots: {exc}") from exc
         if description is None:
@@ -187,7 +179,7 @@ class SnapshotService:
         return search_pb2.Snapshot(
             name=description.name,
             store="server",
-            collection=self.store.store.collection,
+            collection=self.store.collection,
             size_bytes=int(description.size),
             sha256=description.checksum or "",
             created_at=_utc(description.creation_time),
@@ -196,9 +188,8 @@ class SnapshotService:
     # -- list, download, delete --------------------------------------------------------------
 
     async def list(self) -> list[search_pb2.Snapshot]:
-        server = self._server
-        if server is not None:
-            found = [self._server_message(d) for d in await self.store.call(server.list_snapshots)]
+        if self.store.keeps_own_snapshots:
+            found = [self._server_message(d) for d in await self.store.list_server_snapshots()]
         else:
             found = await asyncio.to_thread(self._list_archives)
         return sorted(found, key=lambda s: (s.created_at, s.name), reverse=True)
@@ -225,11 +216,11 @@ class SnapshotService:
         return archive
 
     async def download(self, name: str) -> AsyncIterator[search_pb2.DownloadSnapshotResponse]:
-        if self._server is not None:
+        if self.store.keeps_own_snapshots:
             check_name(name, SERVER_NAME)
             raise failed_precondition(
                 f"snapshots of a Qdrant server stay on it: download it from "
-                f"GET {self.qdrant_url or '<qdrant url>'}/collections/{self.store.store.collection}/snapshots/{name} "
+                f"GET {self.qdrant_url or '<qdrant url>'}/collections/{self.store.collection}/snapshots/{name} "
                 "(with the api-key header)"
             )
         archive = self._existing(name)
@@ -252,11 +243,10 @@ class SnapshotService:
             handle.close()
 
     async def delete(self, name: str) -> None:
-        server = self._server
-        if server is not None:
+        if self.store.keeps_own_snapshots:
             check_name(name, SERVER_NAME)
             try:
-                await self.store.call(server.delete_snapshot, name)
+                await self.store.delete_server_snapshot(name)
             except ServiceError:
                 raise
             except Exception as exc:

@@ -34,6 +34,7 @@ from google.protobuf import json_format
 from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.embeddings import EmbeddingCache, Encoders, embed_objects
 from vitrine.tagger.model import TaggerModel
+from vitrine.tagger.transport import explanation_message
 from vitrine.v1 import tagger_pb2
 
 if TYPE_CHECKING:  # the server imports this module and must not load the training-data readers
@@ -207,7 +208,8 @@ def model_findings(
                 if not s.already_present:
                     message = f"{d.id} lacks {s.tag.id!r}, which the models give {s.score:.0%}"
                     item = finding(KIND.FINDING_KIND_LIKELY_MISSING_TAG, s.score, [d.id], [s.tag.id], message)
-                    item.explanation.CopyFrom(s.explanation)
+                    if s.explanation is not None:
+                        item.explanation.CopyFrom(explanation_message(s.explanation))
                     found.append(item)
             order, probabilities = ranked.ranking(doc)
             scored = {

@@ -2,7 +2,7 @@
 
 A document is the object as the models may read it (every field except `subjects` and
 `subject_paths`) plus its gold subjects. Files are JSON lines in the shared Tate format (or
-any format `vitrine.search.records` reads); subjects map to the vocabulary's tag indices. A
+any format `vitrine.common.records` reads); subjects map to the vocabulary's tag indices. A
 record's image (a file next to the records file, or a URL) is attached as bytes. A training
 job may give the file as an http(s) URL: `download` fetches it to a local file first.
 """
@@ -23,8 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from vitrine.common.objects import object_text
+from vitrine.common.records import ImageReader, RecordError, image_source, read_rows, record_to_object
 from vitrine.common.vocabulary import Vocabulary
-from vitrine.search.records import ImageReader, RecordError, image_source, read_rows, record_to_object
 from vitrine.v1 import common_pb2
 
 log = logging.getLogger("vitrine.tagger.data")

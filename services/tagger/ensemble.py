@@ -1,4 +1,4 @@
-"""Step 2: the learned combiner over the base models' outputs.
+"""Step 2: the learned combiner, one more backend: it answers from the base models' outputs.
 
 Every tag that some base model ranks in its top list becomes a candidate for the object; each
 candidate is described by every base model's score and rank, the tag's training frequency and
@@ -6,24 +6,31 @@ place in the hierarchy, whether the object's words contain the tag's words, and 
 field coverage. A gradient-boosted classifier (LightGBM, binary log-loss) trained on documents
 the base models never saw turns that into a calibrated probability that a curator would give
 the tag. Its per-feature contributions (SHAP values) become the explanation's per-model shares.
+It is trained (`train`) on documents its base models did not learn from: train.py holds them back.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import lightgbm
 import numpy as np
 import scipy.sparse as sp
 
 from vitrine.common.vocabulary import Vocabulary
+from vitrine.tagger.backends.artist_prior import ArtistPrior
+from vitrine.tagger.backends.base import Backend, Context, Inputs, top_k_sparse
+from vitrine.tagger.suggestions import ComponentEvidence, Evidence, MatchedText
 from vitrine.tagger.text_features import words
 from vitrine.v1 import common_pb2
 
 LEXICAL_FIELDS = ("title", "medium", "classification", "description")
 OBJECT_FIELDS = ("title", "artist", "date", "medium", "classification", "description")
+CANDIDATES_PER_MODEL = 40
 
 
 @dataclass
@@ -46,6 +53,31 @@ class Candidates:
             {b: s[positions] for b, s in self.scores.items()},
             {b: r[positions] for b, r in self.ranks.items()},
         )
+
+
+@dataclass
+class Ranked:
+    """The combiner's answer for a batch: candidates, their probabilities, the base outputs."""
+
+    inputs: Inputs
+    outputs: dict[str, sp.csr_matrix]
+    candidates: Candidates
+    probabilities: np.ndarray
+
+    def ranking(self, doc: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions into the candidate arrays for one document, best first, and probabilities."""
+        start, end = np.searchsorted(self.candidates.docs, [doc, doc + 1])
+        order = start + np.argsort(-self.probabilities[start:end], kind="stable")
+        return order, self.probabilities[order]
+
+
+@dataclass(frozen=True)
+class CombinerTraining:
+    """What the combiner learnt from: its candidates, the true ones, the gold tags they hold."""
+
+    candidates: int
+    true: int
+    recall: float
 
 
 def rank_matrix(scores: sp.csr_matrix) -> sp.csr_matrix:
@@ -84,16 +116,31 @@ class TagWords:
         return found
 
 
-class Combiner:
-    def __init__(self, backends: list[str], vocabulary: Vocabulary) -> None:
-        self.backends = backends
-        self.vocabulary = vocabulary
+class Combiner(Backend):
+    """The ensemble over `sources` (the model version's base models, by name), of which it reads
+    those named in `combined` (fixed at training; `load` reads them back)."""
+
+    name = "combiner"
+
+    def __init__(
+        self,
+        context: Context,
+        sources: Mapping[str, Backend],
+        combined: Sequence[str] = (),
+        candidates_per_model: int = CANDIDATES_PER_MODEL,
+    ) -> None:
+        super().__init__(context)
+        self.sources = sources
+        self.backends = list(combined)
+        self.candidates_per_model = candidates_per_model
+        vocabulary = context.vocabulary
         self.tag_words = TagWords(vocabulary)
         levels = vocabulary.top_levels()
         names = sorted(set(levels))
         self.top_level = np.array([names.index(level) for level in levels], dtype=np.float32)
         self.booster: lightgbm.Booster | None = None
         self.threshold = 0.5
+        self.training: CombinerTraining | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -109,6 +156,91 @@ class Combiner:
             "object_fields",
             "title_words",
         ]
+
+    # -- the backend contract ---------------------------------------------------------------
+
+    def source_outputs(self, inputs: Inputs) -> dict[str, sp.csr_matrix]:
+        """Each combined base model's top tags."""
+        return {b: self.sources[b].suggest(inputs, self.candidates_per_model) for b in self.backends}
+
+    def artist_works(self, objects: Sequence[common_pb2.CollectionObject]) -> np.ndarray:
+        prior = cast(ArtistPrior, self.sources["artist_prior"])
+        return np.array([prior.artist_works(o.artist) for o in objects], dtype=np.float32)
+
+    def rank(self, inputs: Inputs) -> Ranked:
+        outputs = self.source_outputs(inputs)
+        candidates = self.candidates_for(inputs, outputs)
+        return Ranked(inputs, outputs, candidates, self.predict(candidates))
+
+    def suggest(self, inputs: Inputs, limit: int) -> sp.csr_matrix:
+        """The `limit` most probable candidates per document, by probability."""
+        ranked = self.rank(inputs)
+        c = ranked.candidates
+        shape = (len(inputs), len(self.context.vocabulary))
+        return top_k_sparse(sp.csr_matrix((ranked.probabilities, (c.docs, c.tags)), shape=shape), limit)
+
+    def train(self, inputs: Inputs, labels: sp.csr_matrix, seed: int) -> None:
+        """Learn from the base models' suggestions for `inputs` (documents they did not learn from)
+        against their real tags; a seeded fifth of the documents picks the number of trees and
+        the probability threshold."""
+        candidates = self.candidates_for(inputs, self.source_outputs(inputs))
+        truth = np.asarray(labels[candidates.docs, candidates.tags]).ravel()
+        gold_counts = np.asarray(labels.sum(axis=1)).ravel()
+        recall = truth.sum() / max(gold_counts.sum(), 1)
+        self.training = CombinerTraining(len(truth), int(truth.sum()), float(recall))
+        valid_docs = np.random.default_rng(seed + 1).random(len(inputs)) < 0.2
+        is_valid = valid_docs[candidates.docs]
+        train_part = candidates.select(np.flatnonzero(~is_valid))
+        valid_part = candidates.select(np.flatnonzero(is_valid))
+        self.fit(train_part, truth[~is_valid], valid_part, truth[is_valid], seed)
+        valid_probabilities = self.predict(valid_part)
+        valid_doc_index = np.flatnonzero(valid_docs)
+        remap = {d: i for i, d in enumerate(valid_doc_index)}
+        self.threshold = best_threshold(
+            np.array([remap[d] for d in valid_part.docs], dtype=np.int64),
+            valid_probabilities,
+            truth[is_valid],
+            gold_counts[valid_doc_index],
+        )
+
+    def explain(self, ranked: Ranked, positions: Sequence[np.ndarray]) -> list[list[Evidence]] | None:
+        """Each combined model's score, rank and SHAP share of the final score (the tag's
+        frequency counted as one more component), and the object's fields holding the tag's words."""
+        names = self.feature_names
+        found = []
+        for doc, kept in enumerate(positions):
+            shap = self.contributions(ranked.candidates.select(kept)) if len(kept) else np.zeros((0, len(names) + 1))
+            obj = ranked.inputs.objects[doc]
+            found.append([self._evidence(ranked, int(p), obj, row) for p, row in zip(kept, shap, strict=True)])
+        return found
+
+    def _evidence(self, ranked: Ranked, position: int, obj: common_pb2.CollectionObject, shap: np.ndarray) -> Evidence:
+        names = self.feature_names
+        candidates = ranked.candidates
+        total = float(np.abs(shap[:-1]).sum()) or 1.0
+        components = []
+        for b in self.backends:
+            share = sum(shap[names.index(f"{b}_{kind}")] for kind in ("score", "rank")) / total
+            components.append(
+                ComponentEvidence(
+                    b, float(candidates.scores[b][position]), int(candidates.ranks[b][position]), float(share)
+                )
+            )
+        prior_share = float(shap[names.index("tag_log_count")] + shap[names.index("artist_log_works")]) / total
+        components.append(ComponentEvidence("tag_frequency", contribution=prior_share))
+        tag = int(candidates.tags[position])
+        subject = self.context.vocabulary.terms[tag].subject
+        matched = [
+            MatchedText(f, _matched_words(getattr(obj, f), subject), share)
+            for f, share in self.tag_words.field_matches(obj, tag).items()
+        ]
+        return Evidence(components=components, matched_text=matched)
+
+    # -- features and the booster -----------------------------------------------------------
+
+    def candidates_for(self, inputs: Inputs, outputs: dict[str, sp.csr_matrix]) -> Candidates:
+        assert self.context.tag_counts is not None
+        return self.candidates(inputs.objects, outputs, self.context.tag_counts, self.artist_works(inputs.objects))
 
     def candidates(
         self,
@@ -207,15 +339,13 @@ class Combiner:
         meta = {"backends": self.backends, "features": self.feature_names, "threshold": self.threshold}
         (directory / "combiner.json").write_text(json.dumps(meta, indent=2))
 
-    @classmethod
-    def load(cls, directory: Path, vocabulary: Vocabulary) -> Combiner:
+    def load(self, directory: Path) -> None:
         meta = json.loads((directory / "combiner.json").read_text())
-        combiner = cls(meta["backends"], vocabulary)
-        if meta["features"] != combiner.feature_names:
+        self.backends = list(meta["backends"])
+        if meta["features"] != self.feature_names:
             raise ValueError(f"{directory}: combiner features {meta['features']} do not match this code's")
-        combiner.booster = lightgbm.Booster(model_file=str(directory / "combiner.txt"))
-        combiner.threshold = float(meta["threshold"])
-        return combiner
+        self.booster = lightgbm.Booster(model_file=str(directory / "combiner.txt"))
+        self.threshold = float(meta["threshold"])
 
 
 def best_threshold(docs: np.ndarray, probabilities: np.ndarray, labels: np.ndarray, gold_counts: np.ndarray) -> float:
@@ -235,6 +365,11 @@ def best_threshold(docs: np.ndarray, probabilities: np.ndarray, labels: np.ndarr
         if score > best_f1:
             best, best_f1 = float(cut), score
     return best
+
+
+def _matched_words(text: str, subject: str) -> str:
+    stems = set(words(subject))
+    return " ".join(w for w in text.split() if set(words(w)) & stems)
 
 
 def _threads(rows: int) -> int:

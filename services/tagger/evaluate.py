@@ -1,6 +1,7 @@
 """Evaluating a trained model version on a file of tagged objects (the dev split by default):
 the ensemble, each base model and the two baselines, overall and without Turner, with the
-issue's metric definitions; plus the combiner's reliability curve (calibration)."""
+issue's metric definitions (vitrine.evaluation.metrics); plus the combiner's reliability curve
+(calibration)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from vitrine.evaluation.metrics import TAGGER_METRICS, tagger_metrics
+from vitrine.evaluation.report import tagger_table
 from vitrine.tagger.data import TURNER, Document
 from vitrine.tagger.embeddings import EmbeddingCache, Encoders, embed_objects
-from vitrine.tagger.metrics import METRIC_NAMES, evaluate, markdown_table
 from vitrine.tagger.model import TaggerModel
 
 TOP = 10
@@ -65,8 +67,8 @@ def evaluate_model(
     size = len(model.vocabulary)
     metrics: dict[str, Any] = {"methods": {}, "without_turner": {"methods": {}}}
     for name, rows in rankings.items():
-        metrics["methods"][name] = evaluate(rows, gold, seen, size)
-        metrics["without_turner"]["methods"][name] = evaluate(
+        metrics["methods"][name] = tagger_metrics(rows, gold, seen, size)
+        metrics["without_turner"]["methods"][name] = tagger_metrics(
             [rows[i] for i in not_turner], [gold[i] for i in not_turner], seen, size
         )
     metrics["reliability"] = reliability(ranked, docs, model)
@@ -107,11 +109,13 @@ def reliability(ranked: Any, docs: Sequence[Document], model: TaggerModel) -> di
 def write_report(metrics: dict[str, Any], out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    table = markdown_table(metrics["methods"], metrics["without_turner"]["methods"])
+    table = tagger_table(metrics["methods"], metrics["without_turner"]["methods"])
     lines = [table, "", f"expected calibration error: {metrics['reliability']['expected_calibration_error']}"]
     (out / "metrics.md").write_text("\n".join(lines) + "\n")
     return "\n".join(lines)
 
 
 def summary_for_meta(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
-    return {name: {k: round(v, 4) for k, v in m.items() if k in METRIC_NAMES} for name, m in metrics["methods"].items()}
+    return {
+        name: {k: round(v, 4) for k, v in m.items() if k in TAGGER_METRICS} for name, m in metrics["methods"].items()
+    }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import scipy.sparse as sp
 
 from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.backends.artist_prior import ArtistPrior
-from vitrine.tagger.backends.base import Backend, Context, Inputs, carries
+from vitrine.tagger.backends.base import EVIDENCE_LIMIT, Backend, Context, Inputs
 from vitrine.tagger.backends.catalogue import CatalogueNeighbours
 from vitrine.tagger.backends.knn import ImageKnn, TfidfKnn, VectorKnn
 from vitrine.tagger.backends.linear import Linear
@@ -26,9 +25,18 @@ from vitrine.tagger.backends.most_frequent import MostFrequent
 from vitrine.tagger.backends.omikuji_tree import OmikujiTree
 from vitrine.tagger.backends.semantic_text import SemanticImage, SemanticText
 from vitrine.tagger.embeddings import ObjectVectors
-from vitrine.tagger.ensemble import Candidates, Combiner
-from vitrine.tagger.text_features import TfidfFeatures, words
-from vitrine.v1 import common_pb2, tagger_pb2
+from vitrine.tagger.ensemble import CANDIDATES_PER_MODEL, Combiner, Ranked
+from vitrine.tagger.suggestions import (
+    CatalogueNeighbour,
+    Evidence,
+    Explanation,
+    SimilarObject,
+    Suggestion,
+    SuggestionKind,
+    Tag,
+)
+from vitrine.tagger.text_features import TfidfFeatures
+from vitrine.v1 import common_pb2
 
 BACKENDS: dict[str, type[Backend]] = {
     cls.name: cls
@@ -50,29 +58,6 @@ BACKENDS: dict[str, type[Backend]] = {
 COMBINED = ("knn", "tfidf_knn", "linear", "omikuji", "artist_prior", "catalogue", "semantic_text")
 # Joined to them when the training objects have images and an image model embeds them.
 IMAGE_BACKENDS = ("image_knn", "semantic_image")
-CANDIDATES_PER_MODEL = 40
-SIMILAR_OBJECTS = 3
-NEIGHBOURS_FOR_EXPLANATIONS = 50
-
-
-@dataclass
-class Ranked:
-    """The combiner's answer for a batch: candidates, their probabilities, the base outputs."""
-
-    inputs: Inputs
-    outputs: dict[str, sp.csr_matrix]
-    candidates: Candidates
-    probabilities: np.ndarray
-
-    def ranking(self, doc: int) -> tuple[np.ndarray, np.ndarray]:
-        """Positions into the candidate arrays for one document, best first, and probabilities."""
-        start, end = np.searchsorted(self.candidates.docs, [doc, doc + 1])
-        order = start + np.argsort(-self.probabilities[start:end], kind="stable")
-        return order, self.probabilities[order]
-
-
-# Suggestion kind by "some supervised model proposes it".
-KINDS = {True: tagger_pb2.SUGGESTION_KIND_MIMIC, False: tagger_pb2.SUGGESTION_KIND_RECOMMEND}
 
 
 class TaggerModel:
@@ -83,7 +68,6 @@ class TaggerModel:
         self.backends: dict[str, Backend] = {}
         self.tfidf: TfidfFeatures | None = None
         self.combiner: Combiner | None = None
-        self.tag_counts = np.zeros(len(vocabulary), dtype=np.int64)
         self.context = Context(vocabulary, np.zeros((len(vocabulary), 0), np.float32))
 
     @property
@@ -104,6 +88,12 @@ class TaggerModel:
         """The base models whose outputs this version's combiner reads."""
         return tuple(self.meta.get("combined", COMBINED))
 
+    @property
+    def tag_counts(self) -> np.ndarray:
+        """Uses of each tag in the documents the base models learnt from."""
+        assert self.context.tag_counts is not None
+        return self.context.tag_counts
+
     # -- inputs and base models -----------------------------------------------------------
 
     def inputs(self, objects: list[common_pb2.CollectionObject], vectors: ObjectVectors) -> Inputs:
@@ -117,22 +107,17 @@ class TaggerModel:
         """How many tags each base model proposes to the combiner (fixed at training)."""
         return int(self.meta.get("candidates_per_model", CANDIDATES_PER_MODEL))
 
+    def new_combiner(self, combined: Sequence[str] = ()) -> Combiner:
+        """A combiner over this version's base models (as they are then: training replaces them)."""
+        return Combiner(self.context, self.backends, combined, self.candidates_per_model)
+
     def base_outputs(self, inputs: Inputs, names: tuple[str, ...] = ()) -> dict[str, sp.csr_matrix]:
         """Each named base model's top tags (default: those the combiner reads)."""
         return {name: self.backends[name].suggest(inputs, self.candidates_per_model) for name in names or self.combined}
 
-    def artist_works(self, objects: list[common_pb2.CollectionObject]) -> np.ndarray:
-        prior = self.backends["artist_prior"]
-        assert isinstance(prior, ArtistPrior)
-        return np.array([prior.artist_works(o.artist) for o in objects], dtype=np.float32)
-
     def rank(self, inputs: Inputs) -> Ranked:
         assert self.combiner is not None
-        outputs = self.base_outputs(inputs)
-        candidates = self.combiner.candidates(
-            inputs.objects, outputs, self.tag_counts, self.artist_works(inputs.objects)
-        )
-        return Ranked(inputs, outputs, candidates, self.combiner.predict(candidates))
+        return self.combiner.rank(inputs)
 
     # -- suggestions with explanations ----------------------------------------------------
 
@@ -144,7 +129,7 @@ class TaggerModel:
         existing: list[set[str]] | None = None,
         ranked: Ranked | None = None,
         explain: bool | Sequence[bool] = True,
-    ) -> list[list[tagger_pb2.TagSuggestion]]:
+    ) -> list[list[Suggestion]]:
         """Up to `k` suggestions per object with probability ≥ `threshold` (0 = the model's own
         threshold, chosen at training), each with its explanation unless `explain` is false (the
         explanation's SHAP values cost most of the time). `k`, `threshold` and `explain` may be
@@ -155,19 +140,20 @@ class TaggerModel:
         cuts = [threshold] * len(inputs) if isinstance(threshold, (int, float)) else list(threshold)
         cuts = [c if c > 0 else self.combiner.threshold for c in cuts]
         explains = [explain] * len(inputs) if isinstance(explain, bool) else list(explain)
-        similar = self._similar_objects(inputs) if any(explains) else [[] for _ in range(len(inputs))]
-        answers = []
+        kept = []
         for doc in range(len(inputs)):
             order, probabilities = ranked.ranking(doc)
-            keep = order[probabilities >= cuts[doc]][: ks[doc]]
-            if not explains[doc]:
-                answers.append([self._bare_suggestion(ranked, position, existing, doc) for position in keep])
-                continue
-            shap = self.combiner.contributions(ranked.candidates.select(keep)) if len(keep) else None
+            kept.append(order[probabilities >= cuts[doc]][: ks[doc]])
+        explained = [keep if wanted else keep[:0] for keep, wanted in zip(kept, explains, strict=True)]
+        evidence = self._evidence(ranked, explained) if any(explains) else None
+        answers = []
+        for doc, keep in enumerate(kept):
             answer = []
             for i, position in enumerate(keep):
-                tag = int(ranked.candidates.tags[position])
-                answer.append(self._suggestion(ranked, position, tag, shap[i], similar[doc], existing, doc))
+                suggestion = self._suggestion(ranked, int(position), existing, doc)
+                if evidence is not None and explains[doc]:
+                    suggestion.explanation = self._explanation(suggestion, evidence[doc][i])
+                answer.append(suggestion)
             answers.append(answer)
         return answers
 
@@ -177,101 +163,51 @@ class TaggerModel:
         scores = ranked.candidates.scores
         return any(scores[b][position] > 0 for b in self.combiner.backends if BACKENDS[b].supervised)
 
-    def _bare_suggestion(
-        self, ranked: Ranked, position: int, existing: list[set[str]] | None, doc: int
-    ) -> tagger_pb2.TagSuggestion:
+    def _suggestion(self, ranked: Ranked, position: int, existing: list[set[str]] | None, doc: int) -> Suggestion:
         """A suggestion without its explanation."""
         term = self.vocabulary.terms[int(ranked.candidates.tags[position])]
-        return tagger_pb2.TagSuggestion(
-            tag=common_pb2.Tag(id=term.subject, label=term.subject, paths=list(term.paths), uri=term.uri),
+        supervised = self._is_supervised(ranked, position)
+        return Suggestion(
+            tag=Tag.of(term),
             score=float(ranked.probabilities[position]),
-            kind=KINDS[self._is_supervised(ranked, position)],
+            kind=SuggestionKind.MIMIC if supervised else SuggestionKind.RECOMMEND,
             already_present=bool(existing and term.subject in existing[doc]),
         )
 
-    def _suggestion(
-        self,
-        ranked: Ranked,
-        position: int,
-        tag: int,
-        shap: np.ndarray,
-        similar: list[tuple[float, VectorKnn, int]],
-        existing: list[set[str]] | None,
-        doc: int,
-    ) -> tagger_pb2.TagSuggestion:
+    def _evidence(self, ranked: Ranked, positions: list[np.ndarray]) -> list[list[Evidence]]:
+        """Per document and kept position, the evidence of the combiner and every base model
+        (through their `explain` hook), merged."""
         assert self.combiner is not None
-        term = self.vocabulary.terms[tag]
-        candidates = ranked.candidates
-        names = self.combiner.feature_names
-        total = float(np.abs(shap[:-1]).sum()) or 1.0
-        components = []
-        for b in self.combiner.backends:
-            share = sum(shap[names.index(f"{b}_{kind}")] for kind in ("score", "rank")) / total
-            components.append(
-                common_pb2.ComponentEvidence(
-                    component=b,
-                    score=float(candidates.scores[b][position]),
-                    rank=int(candidates.ranks[b][position]),
-                    contribution=float(share),
-                )
-            )
-        prior_share = float(shap[names.index("tag_log_count")] + shap[names.index("artist_log_works")]) / total
-        components.append(common_pb2.ComponentEvidence(component="tag_frequency", contribution=prior_share))
-        carrying: list[common_pb2.SimilarObject] = []
-        for similarity, source, n in similar:
-            if carries(source.labels, n, tag) and source.ids[n] not in {c.id for c in carrying}:
-                carrying.append(
-                    common_pb2.SimilarObject(id=source.ids[n], title=source.titles[n], similarity=similarity)
-                )
-            if len(carrying) == SIMILAR_OBJECTS:
-                break
-        obj = ranked.inputs.objects[doc]
-        matched = [
-            common_pb2.MatchedText(field=f, text=_matched_words(getattr(obj, f), term.subject), similarity=share)
-            for f, share in self.combiner.tag_words.field_matches(obj, tag).items()
-        ]
-        for backend, field in (("semantic_text", "metadata (meaning)"), ("semantic_image", "image (meaning)")):
-            semantic = float(candidates.scores[backend][position]) if backend in candidates.scores else 0.0
-            if semantic > 0:
-                matched.append(common_pb2.MatchedText(field=field, text=term.subject, similarity=semantic))
-        catalogue = self.backends.get("catalogue")
-        next_to = [
-            common_pb2.CatalogueNeighbour(id=i, title=title, gap=gap)
-            for i, title, gap in (catalogue.carrying(obj.id, tag) if isinstance(catalogue, CatalogueNeighbours) else [])
-        ][:SIMILAR_OBJECTS]
-        supervised = self._is_supervised(ranked, position)
-        suggestion = self._bare_suggestion(ranked, position, existing, doc)
-        suggestion.explanation.CopyFrom(
-            common_pb2.Explanation(
-                components=components,
-                similar_objects=carrying,
-                matched_text=matched,
-                tag_paths=list(term.paths),
-                summary=_summary(term.subject, components, carrying, next_to, matched, supervised),
-                catalogue_neighbours=next_to,
-            )
-        )
-        return suggestion
-
-    def _similar_objects(self, inputs: Inputs) -> list[list[tuple[float, VectorKnn, int]]]:
-        """Per object, its nearest tagged training objects by text and (when it has one) by
-        image, most similar first: (similarity, the kNN model holding them, row)."""
-        found: list[list[tuple[float, VectorKnn, int]]] = [[] for _ in range(len(inputs))]
-        for name in ("knn", "image_knn"):
-            source = self.backends.get(name)
-            if not isinstance(source, VectorKnn) or len(source.ids) == 0:
+        found = [[Evidence() for _ in keep] for keep in positions]
+        for backend in (self.combiner, *self.backends.values()):
+            given = backend.explain(ranked, positions)
+            if given is None:
                 continue
-            _, present = source.usable(inputs)
-            if not present.any():
-                continue
-            neighbours, sims = source.nearest(inputs, NEIGHBOURS_FOR_EXPLANATIONS)
-            for doc in np.flatnonzero(present):
-                found[doc] += [
-                    (float(s), source, int(n)) for n, s in zip(neighbours[doc], sims[doc], strict=True) if s > 0
-                ]
-        for rows in found:
-            rows.sort(key=lambda row: -row[0])
+            for mine, theirs in zip(found, given, strict=True):
+                for merged, item in zip(mine, theirs, strict=True):
+                    merged.components += item.components
+                    merged.similar_objects += item.similar_objects
+                    merged.matched_text += item.matched_text
+                    merged.catalogue_neighbours += item.catalogue_neighbours
         return found
+
+    def _explanation(self, suggestion: Suggestion, evidence: Evidence) -> Explanation:
+        # The most similar objects over every backend that names some (text and image kNN).
+        similar = sorted(evidence.similar_objects, key=lambda s: -s.similarity)
+        named: dict[str, SimilarObject] = {}
+        for item in similar:
+            named.setdefault(item.id, item)
+        carrying = list(named.values())[:EVIDENCE_LIMIT]
+        next_to = evidence.catalogue_neighbours[:EVIDENCE_LIMIT]
+        subject = suggestion.tag.id
+        return Explanation(
+            components=evidence.components,
+            similar_objects=carrying,
+            matched_text=evidence.matched_text,
+            tag_paths=suggestion.tag.paths,
+            summary=_summary(subject, evidence, carrying, next_to, suggestion.kind is SuggestionKind.MIMIC),
+            catalogue_neighbours=next_to,
+        )
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -320,36 +256,32 @@ class TaggerModel:
             alt_columns = np.load(alt_columns_path, allow_pickle=False).astype(np.int64)
             if len(alt_columns) != len(alt_vectors) or (len(alt_columns) and alt_columns.max() >= len(vocabulary)):
                 raise ValueError(f"{directory}: the alternative labels' vectors and columns do not match")
-        model.context = Context(vocabulary, tag_vectors, tag_image_vectors, alt_vectors, alt_columns)
-        model.tag_counts = np.load(directory / "tag_counts.npy", allow_pickle=False)
+        tag_counts = np.load(directory / "tag_counts.npy", allow_pickle=False)
+        model.context = Context(vocabulary, tag_vectors, tag_image_vectors, alt_vectors, alt_columns, tag_counts)
         for name in meta["backends"]:
             backend = BACKENDS[name](model.context)
             backend.load(directory / "backends" / name)
             model.backends[name] = backend
-        model.combiner = Combiner.load(directory / "combiner", vocabulary)
+        model.combiner = model.new_combiner()
+        model.combiner.load(directory / "combiner")
         return model
-
-
-def _matched_words(text: str, subject: str) -> str:
-    stems = set(words(subject))
-    return " ".join(w for w in text.split() if set(words(w)) & stems)
 
 
 def _summary(
     subject: str,
-    components: list[common_pb2.ComponentEvidence],
-    carrying: list[common_pb2.SimilarObject],
-    next_to: list[common_pb2.CatalogueNeighbour],
-    matched: list[common_pb2.MatchedText],
+    evidence: Evidence,
+    carrying: list[SimilarObject],
+    next_to: list[CatalogueNeighbour],
     supervised: bool,
 ) -> str:
-    top = max(components, key=lambda c: c.contribution)
+    # Compared as the wire's 32-bit floats, so that the summary names what a client sees first.
+    top = max(evidence.components, key=lambda c: np.float32(c.contribution))
     parts = [f"'{subject}': strongest evidence from {top.component}"]
     if carrying:
         parts.append(f"{len(carrying)} of the most similar tagged objects carry it (e.g. {carrying[0].id})")
     if next_to:
         parts.append(f"{next_to[0].id}, catalogued {next_to[0].gap} number(s) away, carries it")
-    words_found = [m for m in matched if m.field != "metadata (meaning)"]
+    words_found = [m for m in evidence.matched_text if m.field != "metadata (meaning)"]
     if words_found:
         parts.append(f"its words appear in the {words_found[0].field}")
     if not supervised:

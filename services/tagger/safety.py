@@ -17,8 +17,9 @@ from pathlib import Path
 
 from vitrine.common.objects import object_text
 from vitrine.common.vocabulary import Vocabulary
+from vitrine.tagger.suggestions import Suggestion
 from vitrine.tagger.text_features import words
-from vitrine.v1 import common_pb2, tagger_pb2
+from vitrine.v1 import common_pb2
 
 log = logging.getLogger("vitrine.tagger.safety")
 
@@ -71,7 +72,8 @@ class SafetyRules:
             reasons += [r.reason for r in rules if any(stems <= mentioned for stems in r.stems)]
         return "; ".join(reasons)
 
-    def flag(self, obj: common_pb2.CollectionObject, suggestions: list[tagger_pb2.TagSuggestion]) -> None:
+    def flag(self, obj: common_pb2.CollectionObject, suggestions: list[Suggestion]) -> None:
+        """Mark the object's suggestions that a curator must confirm, with the reason."""
         for suggestion in suggestions:
             reason = self.review_reason(obj, suggestion.tag.id)
             if reason:

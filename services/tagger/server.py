@@ -37,6 +37,8 @@ from vitrine.tagger.model import TaggerModel
 from vitrine.tagger.model_store import is_version, newest_version, stamp, version_problem, versions
 from vitrine.tagger.safety import SafetyRules
 from vitrine.tagger.settings import ENV_PREFIX, TaggerSettings
+from vitrine.tagger.suggestions import Suggestion
+from vitrine.tagger.transport import suggestion_message
 from vitrine.v1 import common_pb2, tagger_pb2, tagger_pb2_grpc
 
 log = logging.getLogger("vitrine.tagger")
@@ -293,9 +295,10 @@ class Tagger:
         decisions = await asyncio.to_thread(self.feedback.decisions, [o.id for o in objects])
         # Each request may have its own k and threshold: rank once, cut per request.
         assert self.safety is not None
-        answers = await asyncio.to_thread(
+        found = await asyncio.to_thread(
             self._suggest_sync, model, objects, vectors, requests, ks, decisions, self.safety
         )
+        answers = [[suggestion_message(s) for s in suggestions] for suggestions in found]
         for request, suggestions in zip(requests, answers, strict=True):
             if request.omit_explanations:
                 continue  # machine indexing (search's machine tags), not suggestions shown to curators
@@ -323,7 +326,7 @@ class Tagger:
         ks: list[int],
         decisions: dict[str, Decisions],
         safety: SafetyRules,
-    ) -> list[list[tagger_pb2.TagSuggestion]]:
+    ) -> list[list[Suggestion]]:
         """Suggestions that honour the curators' feedback so far (tags rejected for an object are
         left out, tags accepted or added count as its own: `already_present`), with sensitive
         ones flagged `review_required`."""

@@ -23,8 +23,8 @@ from vitrine.common.vocabulary import Vocabulary
 from vitrine.tagger.backends.base import Context, Inputs, tagged_mask
 from vitrine.tagger.data import Document, label_matrix, split_holdout, tag_counts
 from vitrine.tagger.embeddings import EmbeddingCache, Encoders, embed_cached, embed_objects
-from vitrine.tagger.ensemble import Combiner, best_threshold
-from vitrine.tagger.model import BACKENDS, CANDIDATES_PER_MODEL, COMBINED, IMAGE_BACKENDS, TaggerModel
+from vitrine.tagger.ensemble import CANDIDATES_PER_MODEL
+from vitrine.tagger.model import BACKENDS, COMBINED, IMAGE_BACKENDS, TaggerModel
 from vitrine.tagger.text_features import TfidfFeatures
 
 log = logging.getLogger("vitrine.tagger.train")
@@ -100,7 +100,7 @@ def train_model(
     def fit_backends(rows: np.ndarray, stage: str) -> None:
         nonlocal clock
         part, part_labels = inputs.subset(rows), labels[rows]
-        model.tag_counts = tag_counts(part_labels)
+        context.tag_counts = tag_counts(part_labels)
         for name in trained:
             backend = BACKENDS[name](context)
             backend.train(part, part_labels, seed)
@@ -108,33 +108,14 @@ def train_model(
             clock = lap(f"{stage}: {name}", clock)
 
     fit_backends(base_rows, "base models on the base part")
-    held = inputs.subset(held_rows)
-    outputs = model.base_outputs(held)
-    clock = lap("base-model suggestions for the held-back slice", clock)
-
-    combiner = Combiner(list(combined), vocabulary)
-    candidates = combiner.candidates(held.objects, outputs, model.tag_counts, model.artist_works(held.objects))
-    held_labels = labels[held_rows]
-    truth = np.asarray(held_labels[candidates.docs, candidates.tags]).ravel()
-    gold_counts = np.asarray(held_labels.sum(axis=1)).ravel()
-    recall = truth.sum() / max(gold_counts.sum(), 1)
+    # The combiner learns from the base models' suggestions for the held-back slice.
+    combiner = model.new_combiner(combined)
+    combiner.train(inputs.subset(held_rows), labels[held_rows], seed)
+    assert combiner.training is not None
+    learnt = combiner.training
     say(
-        f"combiner: {len(truth)} candidates, {int(truth.sum())} true; the candidates hold {recall:.1%} of the gold tags"
-    )
-    # The combiner's own validation part: 20% of the held-back documents.
-    valid_docs = np.random.default_rng(seed + 1).random(len(held_rows)) < 0.2
-    is_valid = valid_docs[candidates.docs]
-    train_part = candidates.select(np.flatnonzero(~is_valid))
-    valid_part = candidates.select(np.flatnonzero(is_valid))
-    combiner.fit(train_part, truth[~is_valid], valid_part, truth[is_valid], seed)
-    valid_probabilities = combiner.predict(valid_part)
-    valid_doc_index = np.flatnonzero(valid_docs)
-    remap = {d: i for i, d in enumerate(valid_doc_index)}
-    combiner.threshold = best_threshold(
-        np.array([remap[d] for d in valid_part.docs], dtype=np.int64),
-        valid_probabilities,
-        truth[is_valid],
-        gold_counts[valid_doc_index],
+        f"combiner: {learnt.candidates} candidates, {learnt.true} true; "
+        f"the candidates hold {learnt.recall:.1%} of the gold tags"
     )
     model.combiner = combiner
     clock = lap("combiner", clock)
@@ -160,8 +141,8 @@ def train_model(
         "combined": list(combined),
         "holdout_share": holdout_share,
         "candidates_per_model": CANDIDATES_PER_MODEL,
-        "combiner_candidates": len(truth),
-        "candidate_recall": round(float(recall), 4),
+        "combiner_candidates": learnt.candidates,
+        "candidate_recall": round(learnt.recall, 4),
         "threshold": combiner.threshold,
         "refit": refit,
         "timings_s": {**timings, "total": round(time.perf_counter() - started, 1)},

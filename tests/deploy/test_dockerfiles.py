@@ -205,6 +205,8 @@ def test_tagger_training_target_adds_torch_to_the_serving_venv() -> None:
     assert "--from=build-train /opt/venv /opt/venv" in train.all("COPY")
     assert train.all("ENTRYPOINT") == ['["python", "-m", "vitrine.tagger.cli"]']
     assert "torch" not in " ".join(by_name["build"].all("RUN")), "the serving image has no torch"
+    # The training data readers are vitrine.common.records: no other service's code is copied back.
+    assert not [c for c in by_name["build-train"].all("COPY") if "services/" in c]
     assert "--target train" in dockerfile("tagger").read_text()
 
 
@@ -252,6 +254,25 @@ def test_tagger_images_hold_every_module_their_entry_point_imports() -> None:
         needed = {m.split(".")[1] for m in _top_level_imports(entry) if "." in m}
         missing = {n for n in needed if (ROOT / "services" / n).is_dir()} - present
         assert not missing, f"{stage_name}: {entry} imports vitrine.{missing} that the image leaves out"
+
+
+def test_evaluation_package_ships_only_where_an_entry_point_imports_it() -> None:
+    """vitrine.evaluation (`vitrine-search eval`, the tagger's figures) is left out of the images
+    whose code never imports it, and the search command line imports it only for `eval` (its
+    other commands, `restore` above all, run in the search image). The tagger's serving image
+    keeps it only because the training target is built on the same stage."""
+    for name, source_stage, entry in (
+        ("embedder", "sources", "vitrine.embedder.server"),
+        ("search", "build", "vitrine.search.server"),
+        ("search", "build", "vitrine.search.cli"),
+        ("explorer", "build", "vitrine.explorer.server"),
+        ("tagger", "build-train", "vitrine.tagger.cli"),
+    ):
+        _, stages = parse(dockerfile(name))
+        by_name: dict[str | None, Stage] = {s.name: s for s in stages}
+        imports = "evaluation" in {m.split(".")[1] for m in _top_level_imports(entry) if "." in m}
+        assert ("evaluation" in _sources_of(by_name[source_stage], by_name)) == imports, (name, entry)
+    assert "evaluation" not in {m.split(".")[1] for m in _top_level_imports("vitrine.tagger.server") if "." in m}
 
 
 # The explorer's third-party imports (import name -> distribution in requirements.lock). The

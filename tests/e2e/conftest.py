@@ -98,7 +98,11 @@ def system(tmp_path_factory: pytest.TempPathFactory, collector: Collector) -> It
         # 24 and needs paintings left over to recommend.
         paintings = SHARED_DATA / "paintings" / "metadata.jsonl"
         subprocess.run([*ingest, str(paintings), "--limit", "60", "--quiet"], check=True, env=os.environ, cwd=ROOT)
-        yield System(embedder, tagger, search, tagger_data, tag_paintings, models)
+        system = System(embedder, tagger, search, tagger_data, tag_paintings, models)
+        yield system
+        # A test may have replaced a service with a new process (the outage test restarts the
+        # embedder): stop the ones the system has now as well.
+        started += [s for s in (system.embedder, system.tagger, system.search) if s not in started]
     finally:
         for service in reversed(started):
             service.stop()

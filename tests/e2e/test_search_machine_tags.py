@@ -4,6 +4,7 @@ ingested, stored the tags with their scores and version, and finds objects by th
 from __future__ import annotations
 
 import grpc
+import numpy as np
 import pytest
 
 from tests.e2e.conftest import DEMO_OBJECT, System
@@ -21,7 +22,9 @@ def test_ingested_objects_carry_the_taggers_machine_tags(
     stored = search.GetObject(search_pb2.GetObjectRequest(id=DEMO_OBJECT), timeout=30)
     assert stored.machine_tags_version == "e2e-v1"
     scores = [t.score for t in stored.machine_tags]
-    assert scores and scores == sorted(scores, reverse=True) and min(scores) >= 0.02
+    # Scores travel as float32 (and are stored rounded to 4 places): a score of exactly the 0.02
+    # threshold reads back as 0.0199999995.
+    assert scores and scores == sorted(scores, reverse=True) and min(scores) >= float(np.float32(0.02))
     # The same tags the tagger gives the stored object now.
     tagger = tagger_pb2_grpc.TaggerServiceStub(grpc.insecure_channel(system.tagger.address))
     answer = tagger.SuggestTags(tagger_pb2.SuggestTagsRequest(object=stored.object, k=30, threshold=0.02), timeout=60)

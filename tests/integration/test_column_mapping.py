@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from vitrine.common.records import record_to_object
 from vitrine.launcher import free_port
 from vitrine.search import cli
 from vitrine.search.formats.columns import MappingError, load_mapping, mapped_rows
-from vitrine.search.records import record_to_object
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 # TMS's object export columns (Objects module field names, as museums export them).

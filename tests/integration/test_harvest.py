@@ -30,10 +30,10 @@ from lxml import etree
 from oaipmh import common, error, metadata, server
 
 from tests.servers import ServiceProcess, minilm_search_env, running_service
+from vitrine.common.records import RecordError
 from vitrine.search.formats.dublin_core import dc_to_object
 from vitrine.search.formats.lido import lido_to_object
 from vitrine.search.harvest import _BoundedScythe
-from vitrine.search.records import RecordError
 from vitrine.v1 import search_pb2, search_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]

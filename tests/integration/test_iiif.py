@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from tests.servers import ROOT, ServiceProcess, minilm_search_env, running_service, search_cli
-from vitrine.search.fetch import IIIF_SIZE
+from vitrine.common.fetch import IIIF_SIZE
 from vitrine.search.formats.iiif import IiifSettings, image_request, read_iiif, text_of
 from vitrine.v1 import search_pb2, search_pb2_grpc
 

@@ -19,16 +19,10 @@ from typing import Any
 import pytest
 
 from tests.servers import ServiceProcess, running_service
+from vitrine.evaluation.metrics import SEARCH_METRICS as METRIC_KEYS
+from vitrine.evaluation.metrics import method_metrics, ndcg_at
+from vitrine.evaluation.queries import Query, generate_queries, make_typo, read_collection
 from vitrine.launcher import health_status
-from vitrine.search.evaluate import (
-    METRIC_KEYS,
-    Query,
-    generate_queries,
-    make_typo,
-    method_metrics,
-    ndcg_at,
-    read_collection,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vitrine.search.records import (
+from vitrine.common.records import (
     EXTRA_IMAGE_SOURCE,
     load_records,
     read_rows,

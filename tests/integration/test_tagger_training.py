@@ -15,11 +15,11 @@ import pytest
 from tests.conftest import ROOT
 from tests.tagger_data import TaggerSlice, tagger_cli, train_command, train_small_model, write_slice
 from vitrine.common.vocabulary import Vocabulary
+from vitrine.evaluation.metrics import TAGGER_METRICS as METRIC_NAMES
 from vitrine.tagger.backends.catalogue import accession
 from vitrine.tagger.data import load_documents
 from vitrine.tagger.embeddings import EmbeddingCache, Encoders, embed_objects, local_encoder
 from vitrine.tagger.feedback import Feedback, SqliteFeedbackStore
-from vitrine.tagger.metrics import METRIC_NAMES
 from vitrine.tagger.model import TaggerModel
 from vitrine.v1 import tagger_pb2
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES
-from vitrine.search.fetch import FetchError, FetchSettings, fetch_image_bytes, iiif_image_url
-from vitrine.search.records import load_records
+from vitrine.common.fetch import FetchError, FetchSettings, fetch_image_bytes, iiif_image_url
+from vitrine.common.records import load_records
 
 PAINTING = sorted((FIXTURES / "paintings").glob("*.jpg"))[0].read_bytes()
 FAST = FetchSettings(timeout_s=1.0, retries=2, backoff_s=0.01, max_bytes=1_000_000)

@@ -15,7 +15,8 @@ from vitrine.common.errors import ServiceError, unavailable
 from vitrine.search import keywords
 from vitrine.search.fusion import Match, check_weights, fuse
 from vitrine.search.machine_tags import MachineTags
-from vitrine.search.server import DEGRADED, SearchService
+from vitrine.search.query_planner import DEGRADED
+from vitrine.search.server import SearchService
 from vitrine.search.settings import SearchSettings
 from vitrine.search.store import ScoredObject, StoredPoint
 from vitrine.v1 import common_pb2, search_pb2

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from vitrine.search.records import (
+from vitrine.common.objects import object_text
+from vitrine.common.records import (
     content_hash,
     count_rows,
     load_records,
-    object_text,
     object_to_payload,
     parse_year,
     payload_to_object,
@@ -162,8 +162,8 @@ def test_payload_round_trip() -> None:
 
 
 def test_batches_bound_size_and_drop_repeated_ids() -> None:
+    from vitrine.common.records import Loaded
     from vitrine.search.ingest import IngestSummary, batches
-    from vitrine.search.records import Loaded
 
     def obj(museum_id: str, image_bytes: int = 0) -> common_pb2.CollectionObject:
         o = common_pb2.CollectionObject(id=museum_id, title="t")

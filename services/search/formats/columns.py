@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from vitrine.search.records import LIST_FIELDS, TEXT_FIELDS, RecordError, parse_year, read_rows
+from vitrine.common.records import LIST_FIELDS, TEXT_FIELDS, RecordError, parse_year, read_rows
 
 TARGETS = ("id", *TEXT_FIELDS, "year", *LIST_FIELDS, "image")
 OPTIONS = ("column", "columns", "value", "join", "split", "year", "prefix")

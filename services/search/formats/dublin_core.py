@@ -36,8 +36,8 @@ import re
 
 from lxml import etree
 
+from vitrine.common.records import EXTRA_IMAGE_SOURCE, RecordError, parse_year
 from vitrine.search.formats.xmltext import clean, is_image_url, is_url, unique
-from vitrine.search.records import EXTRA_IMAGE_SOURCE, RecordError, parse_year
 from vitrine.v1 import common_pb2
 
 NS_OAI_DC = "http://www.openarchives.org/OAI/2.0/oai_dc/"

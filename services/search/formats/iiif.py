@@ -32,8 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vitrine.search.fetch import IIIF_SIZE, FetchError, FetchSettings, fetch_bytes
-from vitrine.search.records import EXTRA_IMAGE_SOURCE, ImageReader, Loaded, RecordError, parse_year
+from vitrine.common.fetch import IIIF_SIZE, FetchError, FetchSettings, fetch_bytes
+from vitrine.common.records import EXTRA_IMAGE_SOURCE, ImageReader, Loaded, RecordError, parse_year
 from vitrine.v1 import common_pb2
 
 PRESENTATION_CONTEXT = re.compile(r"iiif\.io/api/presentation/(\d)")

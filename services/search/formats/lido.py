@@ -37,8 +37,8 @@ import re
 
 from lxml import etree
 
+from vitrine.common.records import EXTRA_IMAGE_SOURCE, RecordError, parse_year
 from vitrine.search.formats.xmltext import clean, text_of, unique
-from vitrine.search.records import EXTRA_IMAGE_SOURCE, RecordError, parse_year
 from vitrine.v1 import common_pb2
 
 NS_LIDO = "http://www.lido-schema.org"

@@ -1,3 +1,3 @@
 """Base models of the tagger, one small module each behind `base.Backend` (train / suggest /
-save / load), in the manner of Annif's backends. The combiner (`vitrine.tagger.ensemble`) is
-one more backend over their outputs."""
+explain / save / load), in the manner of Annif's backends. The combiner
+(`vitrine.tagger.ensemble.Combiner`) is one more backend, over their outputs."""

@@ -2,21 +2,31 @@
 
 A backend reads a batch of objects (`Inputs`: their text vectors, TF-IDF rows, image vectors)
 and answers a sparse documents × tags matrix holding its scores (0..1, higher is more likely)
-for its top `limit` tags per document; absent entries mean "not suggested".
+for its top `limit` tags per document; absent entries mean "not suggested". Asked to explain
+the batch's final suggestions, each backend may contribute its evidence for them (`explain`):
+the objects it found similar, the words it matched.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from vitrine.common.vocabulary import Vocabulary
+from vitrine.tagger.suggestions import Evidence
 from vitrine.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from vitrine.tagger.ensemble import Ranked
+
+# Objects an explanation names per kind of evidence (similar objects, catalogue neighbours).
+EVIDENCE_LIMIT = 3
 
 
 @dataclass
@@ -45,7 +55,8 @@ class Inputs:
 
 @dataclass
 class Context:
-    """What backends share across a model version: the vocabulary and its embedded tags."""
+    """What backends share across a model version: the vocabulary, its embedded tags and how
+    often the training documents carry each tag."""
 
     vocabulary: Vocabulary
     tag_vectors: np.ndarray  # one unit-length row per tag (text model)
@@ -55,6 +66,12 @@ class Context:
     # column of each: a tag matches by its best name. Empty for vocabularies without them.
     alt_label_vectors: np.ndarray | None = None
     alt_label_tags: np.ndarray | None = None
+    # Uses of each tag in the documents the base models learnt from (training sets it per stage).
+    tag_counts: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.tag_counts is None:
+            self.tag_counts = np.zeros(len(self.vocabulary), dtype=np.int64)
 
 
 class Backend(abc.ABC):
@@ -72,6 +89,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def suggest(self, inputs: Inputs, limit: int) -> sp.csr_matrix:
         """Scores of each document's top `limit` tags."""
+
+    def explain(self, ranked: Ranked, positions: Sequence[np.ndarray]) -> list[list[Evidence]] | None:
+        """This backend's evidence for the suggestions at `positions` of the batch's ranked
+        candidates (one array per document, empty for those not explained), one `Evidence` per
+        position; None: it has none (the default)."""
+        return None
 
     @abc.abstractmethod
     def save(self, directory: Path) -> None: ...

@@ -13,12 +13,18 @@ from __future__ import annotations
 import json
 import re
 from bisect import bisect_left
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
-from vitrine.tagger.backends.base import Backend, Inputs, carries, tagged_mask, top_k_sparse
+from vitrine.tagger.backends.base import EVIDENCE_LIMIT, Backend, Inputs, carries, tagged_mask, top_k_sparse
+from vitrine.tagger.suggestions import CatalogueNeighbour, Evidence
+
+if TYPE_CHECKING:
+    from vitrine.tagger.ensemble import Ranked
 
 # Nearest tagged neighbours taken on each side, and the widest gap still counted as "next to".
 NEIGHBOURS_EACH_SIDE = 3
@@ -78,6 +84,23 @@ class CatalogueNeighbours(Backend):
             for row, gap in self.neighbours(object_id)
             if carries(self.labels, row, tag)
         ]
+
+    def explain(self, ranked: Ranked, positions: Sequence[np.ndarray]) -> list[list[Evidence]] | None:
+        """The object's catalogue neighbours that carry each suggested tag."""
+        found = []
+        for obj, kept in zip(ranked.inputs.objects, positions, strict=True):
+            found.append(
+                [
+                    Evidence(
+                        catalogue_neighbours=[
+                            CatalogueNeighbour(i, title, gap)
+                            for i, title, gap in self.carrying(obj.id, int(ranked.candidates.tags[position]))
+                        ][:EVIDENCE_LIMIT]
+                    )
+                    for position in kept
+                ]
+            )
+        return found
 
     def suggest(self, inputs: Inputs, limit: int) -> sp.csr_matrix:
         rows, cols, values = [], [], []

@@ -2,29 +2,39 @@
 
 Three flavours share the code: `knn` over the MPNet text vectors (meaning), `image_knn` over
 the CLIP image vectors of objects that have an image, and `tfidf_knn` over TF-IDF words (the
-baseline of the evaluation table). The `knn` neighbours also serve the
+baseline of the evaluation table). The vector neighbours also serve the
 explanations: "objects like this one that carry the tag".
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from vitrine.tagger.backends.base import (
+    EVIDENCE_LIMIT,
     Backend,
     Inputs,
+    carries,
     chunks,
     nearest,
     neighbour_scores,
     tagged_mask,
     top_k_sparse,
 )
+from vitrine.tagger.suggestions import Evidence, SimilarObject
+
+if TYPE_CHECKING:
+    from vitrine.tagger.ensemble import Ranked
 
 CHUNK = 512
+# Neighbours searched for the tagged objects an explanation names.
+NEIGHBOURS_FOR_EXPLANATIONS = 50
 
 
 class VectorKnn(Backend):
@@ -58,6 +68,30 @@ class VectorKnn(Backend):
         neighbours, sims = self.nearest(inputs, self.neighbours)
         sims = np.where(present[:, None], sims, 0.0).astype(np.float32)
         return top_k_sparse(neighbour_scores(neighbours, sims, self.labels, self.power), limit)
+
+    def explain(self, ranked: Ranked, positions: Sequence[np.ndarray]) -> list[list[Evidence]] | None:
+        """The most similar tagged training objects that carry each suggested tag."""
+        inputs = ranked.inputs
+        _, present = self.usable(inputs)
+        if len(self.ids) == 0 or not present.any():
+            return None
+        neighbours, sims = self.nearest(inputs, NEIGHBOURS_FOR_EXPLANATIONS)
+        sims = np.where(present[:, None], sims, 0.0)  # objects without this flavour's vector: none
+        tags = ranked.candidates.tags
+        return [
+            [Evidence(similar_objects=self._carrying(neighbours[doc], sims[doc], int(tags[p]))) for p in kept]
+            for doc, kept in enumerate(positions)
+        ]
+
+    def _carrying(self, neighbours: np.ndarray, sims: np.ndarray, tag: int) -> list[SimilarObject]:
+        """The first neighbours (best first) that carry the tag, one per object id."""
+        carrying: dict[str, SimilarObject] = {}
+        for n, similarity in zip(neighbours, sims, strict=True):
+            if len(carrying) == EVIDENCE_LIMIT:
+                break
+            if similarity > 0 and carries(self.labels, int(n), tag) and self.ids[n] not in carrying:
+                carrying[self.ids[n]] = SimilarObject(self.ids[n], self.titles[n], float(similarity))
+        return list(carrying.values())
 
     def save(self, directory: Path) -> None:
         np.save(directory / "vectors.npy", self.vectors.astype(np.float16))

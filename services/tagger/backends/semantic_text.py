@@ -6,12 +6,38 @@ curators' tags, so it reaches rare and never-used tags."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from vitrine.tagger.backends.base import Backend, Inputs, chunks, top_k_rows
+from vitrine.tagger.suggestions import Evidence, MatchedText
+
+if TYPE_CHECKING:
+    from vitrine.tagger.ensemble import Ranked
+
+
+def meaning_evidence(
+    backend: Backend, matched: str, ranked: Ranked, positions: Sequence[np.ndarray]
+) -> list[list[Evidence]] | None:
+    """A semantic backend's evidence: the tag's name matched `matched` by meaning, as closely
+    as the backend's score for it says (no evidence where it did not propose the tag)."""
+    scores = ranked.candidates.scores.get(backend.name)
+    if scores is None:  # not one of the models the combiner reads
+        return None
+    terms = backend.context.vocabulary.terms
+    found = []
+    for kept in positions:
+        row = []
+        for position in kept:
+            score = float(scores[position])
+            subject = terms[int(ranked.candidates.tags[position])].subject
+            row.append(Evidence(matched_text=[MatchedText(matched, subject, score)] if score > 0 else []))
+        found.append(row)
+    return found
 
 
 class SemanticText(Backend):
@@ -33,6 +59,9 @@ class SemanticText(Backend):
         if alt is not None and columns is not None and len(columns):
             np.maximum.at(scores, (slice(None), columns), text_vectors @ alt.T)
         return scores
+
+    def explain(self, ranked: Ranked, positions: Sequence[np.ndarray]) -> list[list[Evidence]] | None:
+        return meaning_evidence(self, "metadata (meaning)", ranked, positions)
 
     def save(self, directory: Path) -> None:
         """Stateless."""
@@ -58,6 +87,9 @@ class SemanticImage(Backend):
         scores = inputs.image_vectors @ tags.T
         scores[~inputs.has_image] = 0.0
         return top_k_rows(scores, limit)
+
+    def explain(self, ranked: Ranked, positions: Sequence[np.ndarray]) -> list[list[Evidence]] | None:
+        return meaning_evidence(self, "image (meaning)", ranked, positions)
 
     def save(self, directory: Path) -> None:
         """Stateless."""

@@ -5,8 +5,9 @@ the paintings records and generic records that use the `CollectionObject` field 
 fields go to their proto fields, everything else to `extra` as text. A record's image file (the
 `file` field of the paintings) is read from disk and sent as bytes.
 
-Also here, because the tagger will reuse the ideas: the text embedded for an object's metadata
-(`object_text`) and the content hash that makes re-ingesting an unchanged object a no-op.
+In common because search's ingest and the tagger's training data read the same records. Also
+here: the content hash that makes re-ingesting an unchanged object a no-op, and the mapping to
+and from the search store's payload, which share the field lists above.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from vitrine.common.objects import object_text  # noqa: F401  (re-exported: search's text is common)
-from vitrine.search.fetch import FetchError, FetchSettings, fetch_image_bytes
+from vitrine.common.fetch import FetchError, FetchSettings, fetch_image_bytes
 from vitrine.v1 import common_pb2
 
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024

@@ -1,0 +1,49 @@
+"""Domain suggestions (suggestions.py) to the wire's protobuf messages, for the servicer and the
+audit report."""
+
+from __future__ import annotations
+
+from vitrine.tagger.suggestions import Explanation, Suggestion, SuggestionKind
+from vitrine.v1 import common_pb2, tagger_pb2
+
+KINDS = {
+    SuggestionKind.MIMIC: tagger_pb2.SUGGESTION_KIND_MIMIC,
+    SuggestionKind.RECOMMEND: tagger_pb2.SUGGESTION_KIND_RECOMMEND,
+}
+
+
+def suggestion_message(suggestion: Suggestion) -> tagger_pb2.TagSuggestion:
+    tag = suggestion.tag
+    message = tagger_pb2.TagSuggestion(
+        tag=common_pb2.Tag(id=tag.id, label=tag.label, paths=list(tag.paths), uri=tag.uri),
+        score=suggestion.score,
+        kind=KINDS[suggestion.kind],
+        already_present=suggestion.already_present,
+        review_required=suggestion.review_required,
+        review_reason=suggestion.review_reason,
+    )
+    if suggestion.explanation is not None:
+        message.explanation.CopyFrom(explanation_message(suggestion.explanation))
+    return message
+
+
+def explanation_message(explanation: Explanation) -> common_pb2.Explanation:
+    return common_pb2.Explanation(
+        components=[
+            common_pb2.ComponentEvidence(component=c.component, score=c.score, rank=c.rank, contribution=c.contribution)
+            for c in explanation.components
+        ],
+        similar_objects=[
+            common_pb2.SimilarObject(id=s.id, title=s.title, similarity=s.similarity)
+            for s in explanation.similar_objects
+        ],
+        matched_text=[
+            common_pb2.MatchedText(field=m.field, text=m.text, similarity=m.similarity)
+            for m in explanation.matched_text
+        ],
+        tag_paths=list(explanation.tag_paths),
+        summary=explanation.summary,
+        catalogue_neighbours=[
+            common_pb2.CatalogueNeighbour(id=n.id, title=n.title, gap=n.gap) for n in explanation.catalogue_neighbours
+        ],
+    )
