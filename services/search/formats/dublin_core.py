@@ -37,7 +37,7 @@ import re
 from lxml import etree
 
 from vitrine.common.records import EXTRA_IMAGE_SOURCE, RecordError, parse_year
-from vitrine.search.formats.xmltext import clean, is_image_url, is_url, unique
+from vitrine.search.formats.xmltext import clean, is_image_url, is_url, record_root, unique
 from vitrine.v1 import common_pb2
 
 NS_OAI_DC = "http://www.openarchives.org/OAI/2.0/oai_dc/"
@@ -62,22 +62,13 @@ _SUBJECT_SPLIT = re.compile(r"\s*;\s*")
 _EXTRA_ELEMENTS = {"rights": "rights", "publisher": "publisher", "language": "language", "coverage": "coverage"}
 
 
-def _find_dc(metadata: etree._Element) -> etree._Element:
-    if metadata.tag == f"{{{NS_OAI_DC}}}dc":
-        return metadata
-    found = metadata.find(f".//{{{NS_OAI_DC}}}dc")
-    if found is None:
-        raise RecordError("no oai_dc:dc element in the record's metadata")
-    return found
-
-
 def _values(dc: etree._Element, name: str) -> list[str]:
     return unique(clean("".join(e.itertext())) for e in dc.iter(f"{{{NS_DC}}}{name}"))
 
 
 def dc_to_object(oai_identifier: str, metadata: etree._Element) -> common_pb2.CollectionObject:
     """The object of one oai_dc record (`metadata`: the record's `<metadata>` or its `oai_dc:dc`)."""
-    dc = _find_dc(metadata)
+    dc = record_root(metadata, NS_OAI_DC, "dc", "oai_dc:dc")
     titles = _values(dc, "title")
     descriptions = _values(dc, "description")
     if not titles and not descriptions:

@@ -38,7 +38,7 @@ import re
 from lxml import etree
 
 from vitrine.common.records import EXTRA_IMAGE_SOURCE, RecordError, parse_year
-from vitrine.search.formats.xmltext import clean, text_of, unique
+from vitrine.search.formats.xmltext import clean, record_root, text_of, unique
 from vitrine.v1 import common_pb2
 
 NS_LIDO = "http://www.lido-schema.org"
@@ -73,15 +73,6 @@ def _first_term(element: etree._Element) -> str:
     own = [t for t in terms if _lido_attr(t, "addedSearchTerm") != "yes"]
     chosen = preferred or own or terms
     return text_of(chosen[0]) if chosen else ""
-
-
-def _find_lido(metadata: etree._Element) -> etree._Element:
-    if metadata.tag == f"{{{NS_LIDO}}}lido":
-        return metadata
-    found = metadata.find(f".//{{{NS_LIDO}}}lido")
-    if found is None:
-        raise RecordError("no lido:lido element in the record's metadata")
-    return found
 
 
 def _title(lido: etree._Element) -> tuple[str, list[str]]:
@@ -182,7 +173,7 @@ def _image(lido: etree._Element) -> tuple[str, str]:
 
 def lido_to_object(oai_identifier: str, metadata: etree._Element) -> common_pb2.CollectionObject:
     """The object of one LIDO record (`metadata`: the record's `<metadata>`, or `lido:lido`)."""
-    lido = _find_lido(metadata)
+    lido = record_root(metadata, NS_LIDO, "lido", "lido:lido")
     title, other_titles = _title(lido)
     descriptions = _texts(lido, ".//lido:objectDescriptionWrap/lido:objectDescriptionSet/lido:descriptiveNoteValue")
     work_types = unique(_first_term(w) for w in _all(lido, ".//lido:objectWorkTypeWrap/lido:objectWorkType"))

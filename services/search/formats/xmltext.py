@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 from lxml import etree
 
+from vitrine.common.records import RecordError
+
 _SPACE = re.compile(r"\s+")
 _URL = re.compile(r"^https?://\S+$", re.IGNORECASE)
 _IMAGE_PATH = re.compile(r"\.(jpe?g|png|gif|tiff?|webp|jp2)$", re.IGNORECASE)
@@ -43,3 +45,15 @@ def is_image_url(value: str) -> bool:
         return False
     path = value.split("?", 1)[0].split("#", 1)[0]
     return bool(_IMAGE_PATH.search(path) or _IIIF_IMAGE.search(path) or _IMAGE_HOSTS.match(value))
+
+
+def record_root(metadata: etree._Element, namespace: str, name: str, label: str) -> etree._Element:
+    """The format's root element (`name` in `namespace`, written `label` in messages): `metadata`
+    itself or the first one inside it; a record without one is refused."""
+    tag = f"{{{namespace}}}{name}"
+    if metadata.tag == tag:
+        return metadata
+    found = metadata.find(f".//{tag}")
+    if found is None:
+        raise RecordError(f"no {label} element in the record's metadata")
+    return found
