@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from vitrine.launcher import ServiceProcess, start_service
+from vitrine.tagger.model_store import newest_version
 
 SHARED_TATE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tate"
 SHARED_DATA = SHARED_TATE.parent
@@ -66,11 +67,10 @@ def ensure_tagger_model(model_dir: Path, embedder: str, args: argparse.Namespace
     """Train a demo tagger version on first start (none in `model_dir`), through the running
     embedder; later starts reuse it. The whole training split takes about half an hour on two
     CPU cores, so the demo version learns from a seeded sample unless --tagger-train-all."""
-    if any(model_dir.glob("*/meta.json")):
+    if newest_version(model_dir) is not None:
         return True
     data = SHARED_TATE / "tate_train.jsonl.gz"
     size = "all" if args.tagger_train_all else str(args.tagger_train_limit)
-    out = model_dir / f"demo-{size}"
     if args.tagger_train_all:
         print("training the demo tagger on the whole training split (about 30 minutes on 2 CPU cores) ...")
     else:
@@ -81,7 +81,9 @@ def ensure_tagger_model(model_dir: Path, embedder: str, args: argparse.Namespace
             flush=True,
         )
     command = [sys.executable, "-m", "vitrine.tagger.cli", "train", "--data", str(data), "--embedder", embedder]
-    command += ["--out", str(out), "--eval-data", str(SHARED_TATE / "tate_dev.jsonl.gz"), "--eval-limit", "1000"]
+    # Written atomically: a start interrupted during training leaves no half version behind.
+    command += ["--out-dir", str(model_dir), "--version", f"demo-{size}"]
+    command += ["--eval-data", str(SHARED_TATE / "tate_dev.jsonl.gz"), "--eval-limit", "1000"]
     if not args.tagger_train_all:
         command += ["--limit", size]
     return subprocess.run(command, env=env).returncode == 0
@@ -161,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"the search store was made by an older Vitrine: moved to {aside}; the demo is ingested afresh")
         model_dir = var / "tagger" / "models"
         if args.no_demo:
-            tagger_ready = any(model_dir.glob("*/meta.json"))
+            tagger_ready = newest_version(model_dir) is not None
         else:
             tagger_ready = ensure_tagger_model(model_dir, services[0].address, args, env)
         if tagger_ready:
