@@ -24,7 +24,7 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.servers import ROOT, ServiceProcess, running_service
+from tests.servers import ROOT, ServiceProcess, minilm_search_env, running_service
 from vitrine.common.errors import ServiceError
 from vitrine.search import snapshot, snapshot_restore
 from vitrine.search.snapshot_service import SnapshotService
@@ -65,12 +65,7 @@ def embedder() -> Iterator[ServiceProcess]:
 
 
 def _search_env(embedder: ServiceProcess, data_dir: Path) -> dict[str, str]:
-    return {
-        "VITRINE_SEARCH_EMBEDDER_ADDRESS": embedder.address,
-        "VITRINE_SEARCH_TEXT_MODEL": "minilm",
-        "VITRINE_SEARCH_DATA_DIR": str(data_dir),
-        "VITRINE_SEARCH_AUTH_TOKEN": TOKEN,
-    }
+    return {**minilm_search_env(embedder, data_dir), "VITRINE_SEARCH_AUTH_TOKEN": TOKEN}
 
 
 @pytest.fixture(scope="module")
