@@ -88,6 +88,24 @@ def subjects(model_dir: Path) -> dict[str, Subject]:
         "mpnet": Subject(
             lambda p: mpnet(model_dir, p), "texts", "mpnet", {"VITRINE_EMBEDDER_MODEL_DIR": str(model_dir)}, True
         ),
+        **{
+            f"mpnet-{backend}{suffix}": Subject(
+                lambda p, b=backend, d=dtype: mpnet(model_dir, choose_placement("cpu", d), b),
+                "texts",
+                "mpnet",
+                {
+                    "VITRINE_EMBEDDER_MODEL_DIR": str(model_dir),
+                    "VITRINE_EMBEDDER_BACKENDS": f"mpnet={backend}",
+                    "VITRINE_EMBEDDER_DTYPE": dtype,
+                },
+                True,
+            )
+            for backend, dtype, suffix in [
+                ("onnx", "float32", ""),
+                ("openvino", "float32", ""),
+                ("openvino", "bfloat16", "-bf16"),
+            ]
+        },
         "efficientnet-lite0": Subject(EfficientNetLite0, "images", "efficientnet-lite0", slow=True),
         "clip-tiny": clip("tiny_clip", TINY_CLIP_CONFIG),
         "clip-vit-b-32": clip("ViT-B-32", None),
@@ -232,7 +250,10 @@ def measure(subject: Subject, placement: Placement, n_texts: int, rounds: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--models", default="minilm,mpnet,efficientnet-lite0,clip-tiny,clip-vit-b-32")
+    parser.add_argument(
+        "--models",
+        default="minilm,mpnet,mpnet-onnx,mpnet-openvino,mpnet-openvino-bf16,efficientnet-lite0,clip-tiny,clip-vit-b-32",
+    )
     parser.add_argument("--texts", type=int, default=512, help="items per measurement (slow models use a quarter)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating in-process / service rounds (medians)")
     args = parser.parse_args()

@@ -27,7 +27,9 @@ from vitrine.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 MODEL_LOAD_SECONDS = Gauge("vitrine_embedder_model_load_seconds", "Time it took to load each model.", ["model"])
 MODEL_INFO = Gauge(
-    "vitrine_embedder_model_info", "Loaded models (value 1).", ["model", "dimension", "device", "dtype", "test_model"]
+    "vitrine_embedder_model_info",
+    "Loaded models (value 1).",
+    ["model", "dimension", "device", "dtype", "backend", "test_model"],
 )
 
 _MODALITY = {TEXT: embedder_pb2.MODALITY_TEXT, IMAGE: embedder_pb2.MODALITY_IMAGE}
@@ -56,7 +58,9 @@ class Embedder:
         for name, model in self.models.items():
             MODEL_LOAD_SECONDS.labels(name).set(model.load_seconds)
             info = model.info()
-            MODEL_INFO.labels(name, info["dimension"], info["device"], info["dtype"], info["test_model"]).set(1)
+            MODEL_INFO.labels(
+                name, info["dimension"], info["device"], info["dtype"], info["backend"], info["test_model"]
+            ).set(1)
             run = {TEXT: model.embed_texts, IMAGE: model.embed_images}
             for modality in model.modalities:
                 batcher = MicroBatcher(
@@ -142,6 +146,7 @@ class Embedder:
                     test_model=info["test_model"],
                     max_batch_size=self.batch_size(model),
                     load_seconds=info["load_seconds"],
+                    backend=info["backend"],
                 )
             )
         return infos

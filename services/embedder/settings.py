@@ -31,8 +31,18 @@ class EmbedderSettings(ServerSettings):
         "open_clip pretrained tag (e.g. laion2b_s34b_b79k, weights in the HF cache) or a checkpoint file.",
     )
     clip_config: str = setting("", "Extra open_clip model config JSON to register (custom or test architectures).")
+    backends: str = setting(
+        "",
+        "What runs each text model, comma-separated model=backend: torch, onnx (ONNX Runtime) or openvino, "
+        "e.g. mpnet=openvino,minilm=onnx. Models not named run on torch. onnx and openvino run on the CPU "
+        "from an ONNX export made once into <model_dir>/exported.",
+    )
     device: str = setting("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
-    dtype: str = setting("auto", "auto (float16 on CUDA, float32 on CPU), float32 or float16.")
+    dtype: str = setting(
+        "auto",
+        "auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16 (CPU: openvino runs its matrix "
+        "products in bfloat16 where the CPU has AVX-512 BF16 or AMX).",
+    )
     torch_threads: int = setting(0, "CPU threads torch may use (0: torch's default, one per core).")
     max_batch_size: int = setting(
         0, "Largest micro-batch handed to a model (0: each model's own, the best measured for its device)."
@@ -53,3 +63,16 @@ class EmbedderSettings(ServerSettings):
     @property
     def model_names(self) -> list[str]:
         return [m.strip() for m in self.models.split(",") if m.strip()]
+
+    @property
+    def backend_of(self) -> dict[str, str]:
+        """model name -> backend, from `backends` (models not named: torch)."""
+        chosen: dict[str, str] = {}
+        for entry in (e.strip() for e in self.backends.split(",")):
+            if not entry:
+                continue
+            model, sep, backend = (part.strip() for part in entry.partition("="))
+            if not sep or not model or not backend:
+                raise ValueError(f"backends entry {entry!r}: write model=backend, e.g. mpnet=openvino")
+            chosen[model] = backend
+        return chosen

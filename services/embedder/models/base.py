@@ -39,10 +39,10 @@ def choose_placement(device: str = "auto", dtype: str = "auto") -> Placement:
         raise RuntimeError(f"device {device!r} requested but CUDA is not available")
     if dtype == "auto":
         chosen = torch.float16 if device.startswith("cuda") else torch.float32
-    elif dtype in ("float32", "float16"):
+    elif dtype in ("float32", "float16", "bfloat16"):
         chosen = getattr(torch, dtype)
     else:
-        raise ValueError(f"dtype {dtype!r} is not supported: use auto, float32 or float16")
+        raise ValueError(f"dtype {dtype!r} is not supported: use auto, float32, float16 or bfloat16")
     return Placement(device, chosen)
 
 
@@ -60,6 +60,7 @@ class EmbeddingModel(abc.ABC):
     dimension: int = 0
     source: str = ""
     test_model: bool = False  # random or test weights: never behind a demo or a reported figure
+    backend: str = "torch"  # what runs the network (runtimes.py): torch, onnx or openvino
     # Largest micro-batch worth forming on each kind of device: past it a forward pass gains no
     # throughput (measured in-process by `make bench`, bench/results/embedder.json).
     cpu_batch_size: int = 32
@@ -97,6 +98,7 @@ class EmbeddingModel(abc.ABC):
             "dimension": self.dimension,
             "device": self.placement.device,
             "dtype": self.placement.dtype_name,
+            "backend": self.backend,
             "source": self.source,
             "test_model": self.test_model,
             "load_seconds": self.load_seconds,

@@ -20,7 +20,13 @@ def build_models(settings: EmbedderSettings) -> dict[str, EmbeddingModel]:
     unknown = [m for m in settings.model_names if m not in KNOWN_MODELS]
     if unknown:
         raise ValueError(f"unknown models {unknown}: choose from {', '.join(KNOWN_MODELS)}")
+    backend_of = settings.backend_of
+    text_models = ("mpnet", "minilm")
+    misplaced = [m for m in backend_of if m not in text_models or m not in settings.model_names]
+    if misplaced:
+        raise ValueError(f"backends names {misplaced}: only loaded text models ({', '.join(text_models)}) take one")
     placement = choose_placement(settings.device, settings.dtype)
+    model_dir = Path(settings.model_dir).expanduser()
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     models: dict[str, EmbeddingModel] = {}
@@ -28,11 +34,13 @@ def build_models(settings: EmbedderSettings) -> dict[str, EmbeddingModel]:
         if name == "mpnet":
             from vitrine.embedder.models.sentence_text import mpnet
 
-            models[name] = mpnet(Path(settings.model_dir).expanduser(), placement)
+            models[name] = mpnet(model_dir, placement, backend_of.get(name, "torch"), settings.torch_threads)
         elif name == "minilm":
             from vitrine.embedder.models.sentence_text import minilm
 
-            models[name] = minilm(placement)
+            models[name] = minilm(
+                placement, backend_of.get(name, "torch"), model_dir / "exported", settings.torch_threads
+            )
         elif name == "efficientnet-lite0":
             from vitrine.embedder.models.efficientnet import EfficientNetLite0
 
