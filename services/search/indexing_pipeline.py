@@ -24,7 +24,7 @@ from vitrine.common.records import content_hash, object_to_payload
 from vitrine.common.vocabulary import Vocabulary
 from vitrine.search import keywords
 from vitrine.search.indexing import IndexBuilder
-from vitrine.search.machine_tags import MachineTagger, MachineTags
+from vitrine.search.machine_tags import MachineTagger, MachineTags, TextVectors
 from vitrine.search.refusals import Refusals, check_objects
 from vitrine.search.settings import SearchSettings
 from vitrine.search.store import TAG_TERMS_FIELD, AsyncStore, StoredPoint
@@ -197,7 +197,7 @@ class IndexingPipeline:
     async def _embed(
         self, changed: Sequence[common_pb2.CollectionObject], refusals: Refusals, index_of: Mapping[str, int]
     ) -> _Embedded:
-        """Text and image vectors and machine tags of the changed objects, all asked for at once;
+        """Text and image vectors of the changed objects (asked for at once), then their machine tags;
         an image too large or not embeddable is refused (objects[i].image)."""
         context, settings, tagger = self.context, self.context.settings, self.context.tagger
         max_image_bytes = int(settings.max_image_mb * 1024 * 1024)
@@ -215,16 +215,19 @@ class IndexingPipeline:
                 with_image.append(o)
 
         text_ids = [i for i, t in texts.items() if t]
-        text_rows, image_rows, machine_tags = await asyncio.gather(
+        text_rows, image_rows = await asyncio.gather(
             context.embedder.embed_texts(context.text_model, [texts[i] for i in text_ids])
             if text_ids
             else asyncio.sleep(0, result=[]),
             self._embed_images([o.image for o in with_image]) if with_image else asyncio.sleep(0, result=[]),
-            tagger.tag(changed) if tagger and changed else asyncio.sleep(0, result={}),
         )
         vectors: dict[str, dict[str, np.ndarray]] = {o.id: {} for o in changed}
         for museum_id, row in zip(text_ids, text_rows, strict=True):
             vectors[museum_id]["text"] = row
+        # After the embedder, not beside it: the tagger is given the text vectors just computed
+        # instead of sending every text through the embedder a second time.
+        text_vectors = TextVectors(context.text_model, {i: v["text"] for i, v in vectors.items() if "text" in v})
+        machine_tags = await tagger.tag(changed, text_vectors) if tagger and changed else {}
         for o, result in zip(with_image, image_rows, strict=True):
             if isinstance(result, str):
                 refusals.image_not_embedded(index_of[o.id], result, has_text=bool(texts[o.id]))

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
 from prometheus_client import Counter
 
 from vitrine.common.channels import open_channel
@@ -45,6 +46,14 @@ class MachineTags:
 
     tags: tuple[tuple[str, float], ...]
     version: str
+
+
+@dataclass(frozen=True)
+class TextVectors:
+    """Text vectors of objects by id, all from one embedder model."""
+
+    model: str
+    rows: Mapping[str, np.ndarray]
 
 
 # How long the tagger's model version is trusted before it is asked again (a reload takes effect
@@ -103,13 +112,21 @@ class MachineTagger:
         self._version_checked = now
         return self._version
 
-    def _request(self, obj: common_pb2.CollectionObject) -> tagger_pb2.SuggestTagsRequest:
-        return tagger_pb2.SuggestTagsRequest(object=obj, k=self.top_k, threshold=self.min_score, omit_explanations=True)
+    def _request(self, obj: common_pb2.CollectionObject, vectors: TextVectors) -> tagger_pb2.SuggestTagsRequest:
+        request = tagger_pb2.SuggestTagsRequest(
+            object=obj, k=self.top_k, threshold=self.min_score, omit_explanations=True
+        )
+        vector = vectors.rows.get(obj.id)
+        if vector is not None:  # the tagger uses it when it embeds with the same model
+            request.text_vector.CopyFrom(
+                common_pb2.Vector(values=vector.tolist(), model=vectors.model, dimension=len(vector))
+            )
+        return request
 
-    async def _stream(self, objects: Sequence[common_pb2.CollectionObject]) -> list[MachineTags]:
+    async def _stream(self, objects: Sequence[common_pb2.CollectionObject], vectors: TextVectors) -> list[MachineTags]:
         async def requests() -> AsyncIterator[tagger_pb2.StreamSuggestTagsRequest]:
             for obj in objects:
-                yield tagger_pb2.StreamSuggestTagsRequest(request=self._request(obj))
+                yield tagger_pb2.StreamSuggestTagsRequest(request=self._request(obj, vectors))
 
         answers: list[MachineTags] = []
         call = self._open().StreamSuggestTags(requests(), timeout=self.timeout_s)
@@ -121,14 +138,19 @@ class MachineTagger:
             raise RuntimeError(f"the tagger answered {len(answers)} of {len(objects)} objects")
         return answers
 
-    async def tag(self, objects: Sequence[common_pb2.CollectionObject]) -> dict[str, MachineTags] | None:
+    async def tag(
+        self, objects: Sequence[common_pb2.CollectionObject], vectors: TextVectors | None = None
+    ) -> dict[str, MachineTags] | None:
         """Machine tags by object id; objects the tagger rejects are left out. None when the tagger
-        is unavailable (or failed): the caller stores the objects without machine tags."""
+        is unavailable (or failed): the caller stores the objects without machine tags. `vectors`:
+        the text vectors search computed for the objects, sent along so the tagger need not embed
+        the same texts again."""
+        vectors = vectors or TextVectors("", {})
         if not objects:
             return {}
         try:
             try:
-                answers = await self._stream(objects)
+                answers = await self._stream(objects, vectors)
                 found = {o.id: a for o, a in zip(objects, answers, strict=True)}
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
@@ -137,7 +159,7 @@ class MachineTagger:
                 found = {}
                 for obj in objects:
                     try:
-                        found[obj.id] = (await self._stream([obj]))[0]
+                        found[obj.id] = (await self._stream([obj], vectors))[0]
                     except grpc.aio.AioRpcError as one:
                         if one.code() != grpc.StatusCode.INVALID_ARGUMENT:
                             raise

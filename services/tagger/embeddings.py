@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,9 +204,15 @@ class ToEmbed:
     images: list[common_pb2.Image]
 
     @classmethod
-    def plan(cls, objects: Sequence[common_pb2.CollectionObject], read_images: bool) -> ToEmbed:
+    def plan(
+        cls,
+        objects: Sequence[common_pb2.CollectionObject],
+        read_images: bool,
+        have_text: Container[int] = (),
+    ) -> ToEmbed:
+        """`have_text`: rows whose text vectors the caller already has (not embedded again)."""
         texts = [object_text(o) for o in objects]
-        text_rows = [i for i, t in enumerate(texts) if t]
+        text_rows = [i for i, t in enumerate(texts) if t and i not in have_text]
         image_rows = [i for i, o in enumerate(objects) if o.image.WhichOneof("source")] if read_images else None
         images = [objects[i].image for i in image_rows or []]
         return cls(len(objects), text_rows, [texts[i] for i in text_rows], image_rows, images)

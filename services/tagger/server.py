@@ -38,7 +38,7 @@ from vitrine.tagger.model_store import is_version, newest_version, stamp, versio
 from vitrine.tagger.safety import SafetyRules
 from vitrine.tagger.settings import ENV_PREFIX, TaggerSettings
 from vitrine.tagger.suggestions import Suggestion
-from vitrine.tagger.transport import suggestion_message
+from vitrine.tagger.transport import given_text_vectors, suggestion_message
 from vitrine.v1 import common_pb2, tagger_pb2, tagger_pb2_grpc
 
 log = logging.getLogger("vitrine.tagger")
@@ -287,10 +287,14 @@ class Tagger:
         if model is None:
             raise failed_precondition(self.status_message)
         objects = [r.object for r in requests]
-        todo = ToEmbed.plan(objects, read_images=bool(model.image_model))
+        dimension = model.context.tag_vectors.shape[1]
+        given = given_text_vectors(requests, model.text_model, dimension)
+        todo = ToEmbed.plan(objects, read_images=bool(model.image_model), have_text=given)
         texts = await self.embedder.embed_texts(model.text_model, todo.texts) if todo.texts else None
         images = await self.embedder.embed_images(model.image_model, todo.images) if todo.images else None
-        vectors = todo.assemble(model.context.tag_vectors.shape[1], texts, images)
+        vectors = todo.assemble(dimension, texts, images)
+        for row, vector in given.items():
+            vectors.text[row] = vector
         assert self.feedback is not None
         decisions = await asyncio.to_thread(self.feedback.decisions, [o.id for o in objects])
         # Each request may have its own k and threshold: rank once, cut per request.
@@ -395,6 +399,7 @@ class TaggerServicer(tagger_pb2_grpc.TaggerServiceServicer):
         if model is not None:
             meta = model.meta
             info.model_version = model.version
+            info.text_model = model.text_model
             info.training_objects = int(meta.get("training_objects", 0))
             info.tags_known = int(meta.get("tags_known", 0))
             info.components.extend(meta.get("backends", []))
