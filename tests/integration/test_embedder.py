@@ -689,9 +689,13 @@ BAD_CONFIGS: dict[str, tuple[dict[str, str], list[str]]] = {
     "clip-without-architecture": ({"VITRINE_EMBEDDER_MODELS": "clip"}, ["VITRINE_EMBEDDER_CLIP_MODEL"]),
     "unknown-model": ({"VITRINE_EMBEDDER_MODELS": "minilm,gpt"}, ["unknown models ['gpt']", "mpnet"]),
     "bad-int": ({"VITRINE_EMBEDDER_MAX_BATCH_SIZE": "lots"}, ["VITRINE_EMBEDDER_MAX_BATCH_SIZE", "'lots'"]),
-    "bad-dtype": ({"VITRINE_EMBEDDER_DTYPE": "bfloat16"}, ["dtype 'bfloat16'", "float32"]),
+    "bad-dtype": ({"VITRINE_EMBEDDER_DTYPE": "int4"}, ["dtype 'int4'", "float32"]),
+    "bad-backend": (
+        {"VITRINE_EMBEDDER_MODELS": "minilm", "VITRINE_EMBEDDER_BACKENDS": "minilm=tensorrt"},
+        ["unknown backend 'tensorrt'", "openvino"],
+    ),
 }
-CONFIG_ERRORS = {"clip-without-architecture", "unknown-model", "bad-int", "bad-dtype"}  # refused before serving
+CONFIG_ERRORS = {"clip-without-architecture", "unknown-model", "bad-int", "bad-dtype", "bad-backend"}  # refused before serving
 
 
 @pytest.fixture(scope="module")
