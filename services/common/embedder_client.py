@@ -27,6 +27,8 @@ _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 # Answered as UNAVAILABLE (retry later); CANCELLED: the call was on a channel that another call
 # closed after the embedder stopped answering.
 _UNREACHABLE = {*_RETRYABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+# The embedder answers, only not in time (or says its queue is full): busy, not down.
+_BUSY = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 class EmbedderClient:
@@ -91,11 +93,7 @@ class EmbedderClient:
                         # A fresh channel next time: gRPC would otherwise wait out its reconnect
                         # back-off (up to minutes) before noticing that the embedder is back.
                         await self.close()
-                        raise unavailable(
-                            f"embedder at {self.address} unavailable ({exc.code().name}: {exc.details()}); retry later",
-                            "EMBEDDER_UNAVAILABLE",
-                            metadata={"embedder_code": exc.code().name},
-                        ) from exc
+                        raise self._unreachable(exc) from exc
                     raise ServiceError(exc.code(), f"embedder: {exc.details()}", rich_errors.details_of(exc)) from exc
                 asked = rich_errors.retry_delay(exc)
                 # The embedder's own RetryInfo (a full queue drains in about a batch's time) beats
@@ -108,6 +106,23 @@ class EmbedderClient:
                 await asyncio.sleep(wait)
                 delay *= 2
         raise AssertionError("unreachable")
+
+    def _unreachable(self, exc: grpc.aio.AioRpcError) -> ServiceError:
+        """UNAVAILABLE either way, with a reason that tells a busy embedder (it answered "queue
+        full", or not within this client's time) from one that is down or unreachable."""
+        code = exc.code()
+        if code in _BUSY:
+            return unavailable(
+                f"embedder at {self.address} is busy: no answer within {self.timeout_s:g} s "
+                f"({code.name}: {exc.details()}); retry later",
+                "EMBEDDER_BUSY",
+                metadata={"embedder_code": code.name},
+            )
+        return unavailable(
+            f"embedder at {self.address} unavailable ({code.name}: {exc.details()}); retry later",
+            "EMBEDDER_UNAVAILABLE",
+            metadata={"embedder_code": code.name},
+        )
 
     async def list_models(self) -> embedder_pb2.ListModelsResponse:
         return await self._call("ListModels", embedder_pb2.ListModelsRequest())  # type: ignore[return-value]

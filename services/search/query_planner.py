@@ -29,11 +29,11 @@ log = logging.getLogger("vitrine.search")
 
 DEGRADED = Counter(
     "vitrine_search_degraded",
-    "Search answers given without some of their signals, by reason (embedder_unavailable: keyword and tag "
-    "matches only).",
+    "Search answers given without some of their signals, by reason (embedder_busy: it did not answer the "
+    "query in time; embedder_unavailable: it is down or unreachable; both give keyword and tag matches only).",
     ["reason"],
 )
-for _reason in ("embedder_unavailable", "embedder_error"):
+for _reason in ("embedder_busy", "embedder_unavailable", "embedder_error"):
     DEGRADED.labels(_reason)  # exported at 0 from the start: an alert or panel sees a flat line, not no data
 
 NO_TEXT_TO_IMAGE = (
@@ -43,6 +43,10 @@ NO_TEXT_TO_IMAGE = (
 EMBEDDER_DOWN = (
     "the embedder is unavailable: these results come from keyword and tag matches only "
     "(meaning-based matching returns by itself when the embedder is back)"
+)
+EMBEDDER_BUSY = (
+    "the embedder is busy (it did not embed the query in time): these results come from keyword and tag "
+    "matches only; retry for meaning-based matching"
 )
 # Within the keyword signal: exact words count fully, the typo-tolerant trigram match half
 # (measured on Tate subject queries: fuzzy alone scores about as well as exact words, together
@@ -145,7 +149,11 @@ class QueryPlanner:
             unavailable.append("image")
             notices.append(NO_TEXT_TO_IMAGE)
         if failure is not None:
-            reason = "embedder_unavailable" if failure.code == grpc.StatusCode.UNAVAILABLE else "embedder_error"
+            busy = any(getattr(d, "reason", "") == "EMBEDDER_BUSY" for d in failure.details)  # its ErrorInfo
+            if failure.code != grpc.StatusCode.UNAVAILABLE:
+                reason = "embedder_error"
+            else:
+                reason = "embedder_busy" if busy else "embedder_unavailable"
             DEGRADED.labels(reason).inc()
             log.warning("search without the embedder", extra={"reason": reason, "error": failure.message})
             missing = [n for n in dense if n not in lists]
@@ -153,7 +161,7 @@ class QueryPlanner:
             if len(missing) < len(dense):
                 notices.append(f"the embedder failed: no {' or '.join(missing)} matching in these results")
             else:
-                notices.append(EMBEDDER_DOWN)
+                notices.append(EMBEDDER_BUSY if busy else EMBEDDER_DOWN)
             if not lists:
                 # Only meaning-based signals were asked for and none could run: keyword matches
                 # rather than nothing.

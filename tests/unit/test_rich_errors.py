@@ -4,6 +4,7 @@ the RetryInfo says; and UpsertObjects' per-object checks (search/refusals.py).""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -227,3 +228,31 @@ async def test_the_embedder_client_waits_as_long_as_retry_info_asks() -> None:
     assert rows.shape == (1, 2)
     waited = busy.calls[1] - busy.calls[0]
     assert 0.65 <= waited < 1.2  # not its own 0.2 s guess
+
+
+class SlowEmbedder(embedder_pb2_grpc.EmbedderServiceServicer):
+    async def EmbedTexts(self, request: embedder_pb2.EmbedTextsRequest, context: grpc.aio.ServicerContext):
+        await asyncio.sleep(5)
+        return embedder_pb2.EmbedTextsResponse()
+
+
+async def test_the_embedder_client_tells_busy_from_down() -> None:
+    settings = ServerSettings(port=0, metrics_port=0)
+    server = make_server(settings)
+    embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(SlowEmbedder(), server)
+    port = bind(server, settings)
+    await server.start()
+    client = EmbedderClient(f"127.0.0.1:{port}", timeout_s=0.3, retries=0)
+    try:
+        with pytest.raises(ServiceError) as slow:
+            await client.embed_texts("mpnet", ["a ship"])
+    finally:
+        await server.stop(None)
+    assert slow.value.code == grpc.StatusCode.UNAVAILABLE and "is busy: no answer within 0.3 s" in slow.value.message
+    assert rich_errors.reason_of(Failed(slow.value)) == "EMBEDDER_BUSY"
+    try:
+        with pytest.raises(ServiceError) as down:
+            await client.embed_texts("mpnet", ["a ship"])  # the server is gone now
+    finally:
+        await client.close()
+    assert rich_errors.reason_of(Failed(down.value)) == "EMBEDDER_UNAVAILABLE"

@@ -14,7 +14,7 @@ import pytest
 from vitrine.common.errors import ServiceError, unavailable
 from vitrine.search import keywords
 from vitrine.search.fusion import Match, check_weights, fuse
-from vitrine.search.machine_tags import MachineTags
+from vitrine.search.machine_tags import MachineTags, TextVectors
 from vitrine.search.query_planner import DEGRADED
 from vitrine.search.server import SearchService
 from vitrine.search.settings import SearchSettings
@@ -122,12 +122,15 @@ class FakeEmbedder:
 
     def __init__(self) -> None:
         self.down = False
+        self.busy = False
         self.calls: list[tuple[str, str]] = []
 
     async def embed_texts(self, model: str, texts: Sequence[str]) -> np.ndarray:
         self.calls.append((model, texts[0]))
         if self.down:
             raise unavailable("embedder at fake unavailable (UNAVAILABLE: connection refused); retry later")
+        if self.busy:
+            raise unavailable("embedder at fake is busy: no answer within 5 s", "EMBEDDER_BUSY")
         if model == "clip":
             return np.stack([_direction(3) for _ in texts])
         rows = []
@@ -226,6 +229,19 @@ async def test_filters_apply_to_every_signal(service: SearchService) -> None:
     assert [h.object.id for h in answer.hits] == ["N00003"]
 
 
+async def test_a_busy_embedder_is_told_apart_from_a_down_one(service: SearchService) -> None:
+    fake: FakeEmbedder = service._query_embedder  # type: ignore[assignment]
+    busy_before, down_before = (DEGRADED.labels(r)._value.get() for r in ("embedder_busy", "embedder_unavailable"))
+    fake.busy = True
+    answer = await service.search(search_pb2.SearchRequest(query="storm at sea"))
+    fake.busy = False
+    assert answer.hits[0].object.id == "N00004"
+    assert any("embedder is busy" in n for n in answer.notices)
+    assert not any("unavailable" in n for n in answer.notices)
+    assert DEGRADED.labels("embedder_busy")._value.get() == busy_before + 1
+    assert DEGRADED.labels("embedder_unavailable")._value.get() == down_before
+
+
 async def test_embedder_down_gives_keyword_results_and_recovers(service: SearchService) -> None:
     fake: FakeEmbedder = service._query_embedder  # type: ignore[assignment]
     before = DEGRADED.labels("embedder_unavailable")._value.get()
@@ -286,13 +302,17 @@ class FakeTagger:
         self.tags = tags
         self.down = False
         self.calls = 0
+        self.vectors: list[TextVectors | None] = []
         self.model_version = "tagger-v1"
 
     async def version(self) -> str:
         return "" if self.down else self.model_version
 
-    async def tag(self, objects: Sequence[common_pb2.CollectionObject]) -> dict[str, MachineTags] | None:
+    async def tag(
+        self, objects: Sequence[common_pb2.CollectionObject], vectors: TextVectors | None = None
+    ) -> dict[str, MachineTags] | None:
         self.calls += 1
+        self.vectors.append(vectors)
         if self.down:
             return None
         return {o.id: MachineTags(tuple(self.tags[o.id]), self.model_version) for o in objects if o.id in self.tags}
@@ -327,6 +347,10 @@ async def test_machine_tags_are_stored_and_searchable(tagged: SearchService) -> 
     assert [(t.label, round(t.score, 2)) for t in stored.machine_tags] == [("sea", 0.9), ("fish", 0.6)]
     assert stored.machine_tags_version == "tagger-v1"
     assert not (await tagged.get_object("N00002")).machine_tags
+    # The tagger got the text vectors just stored, so it need not embed the texts again.
+    fake: FakeTagger = tagged.tagger  # type: ignore[assignment]
+    (sent,) = fake.vectors
+    assert sent is not None and sent.model == tagged.text_model and set(sent.rows) == {o.id for o in OBJECTS}
 
     tags_only = {"text": 0, "keyword": 0, "image": 0}
     # No catalogue text says "fish": only the machine tag finds the storm at sea.
