@@ -695,7 +695,13 @@ BAD_CONFIGS: dict[str, tuple[dict[str, str], list[str]]] = {
         ["unknown backend 'tensorrt'", "openvino"],
     ),
 }
-CONFIG_ERRORS = {"clip-without-architecture", "unknown-model", "bad-int", "bad-dtype", "bad-backend"}  # refused before serving
+CONFIG_ERRORS = {
+    "clip-without-architecture",
+    "unknown-model",
+    "bad-int",
+    "bad-dtype",
+    "bad-backend",
+}  # refused before serving
 
 
 @pytest.fixture(scope="module")
