@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 from prometheus_client import Counter
 
+from vitrine.common import rich_errors
 from vitrine.common.errors import ServiceError, failed_precondition, not_found
 from vitrine.search import keywords
 from vitrine.search.fusion import FusedHit, fuse
@@ -149,11 +150,11 @@ class QueryPlanner:
             unavailable.append("image")
             notices.append(NO_TEXT_TO_IMAGE)
         if failure is not None:
-            busy = any(getattr(d, "reason", "") == "EMBEDDER_BUSY" for d in failure.details)  # its ErrorInfo
-            if failure.code != grpc.StatusCode.UNAVAILABLE:
-                reason = "embedder_error"
-            else:
+            busy = rich_errors.reason_of(failure) == "EMBEDDER_BUSY"
+            if failure.code == grpc.StatusCode.UNAVAILABLE:
                 reason = "embedder_busy" if busy else "embedder_unavailable"
+            else:
+                reason = "embedder_error"
             DEGRADED.labels(reason).inc()
             log.warning("search without the embedder", extra={"reason": reason, "error": failure.message})
             missing = [n for n in dense if n not in lists]

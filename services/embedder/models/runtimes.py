@@ -3,7 +3,7 @@
 The model (tokeniser, pooling, normalisation) stays in sentence_text.py; a runtime only runs the
 transformer graph, input ids and attention mask in, last hidden state out. The graph is exported
 once from the PyTorch weights with torch.onnx and kept beside the other exported models
-(`<model_dir>/exported/<name>/model.onnx`, written atomically), so a restart loads it in seconds.
+(`<model_dir>/exported/<name>-<weights fingerprint>/model.onnx`, written atomically), so a restart loads it in seconds.
 OpenVINO compiles the same ONNX file for the CPU it runs on.
 
 sentence-transformers' own ONNX and OpenVINO backends would do the same through optimum, but
